@@ -1,0 +1,64 @@
+/*
+ * fastrnn element-wise kernels.
+ *
+ * Every kernel works on a block of `rows` rows of `cols` contiguous elements whose starts are
+ * `ld` elements apart, so one time step of a batch-first (N, T, H) array (rows = N, ld = T*H)
+ * is processed in place without a copy. The inner loops are written so GCC vectorises them;
+ * on x86-64 each kernel is compiled for several instruction sets (target_clones) and the best
+ * one is picked when the extension is loaded.
+ *
+ * The kernels trust their arguments: fastrnn/_validate.py checks every user input first.
+ */
+#ifndef FASTRNN_ELMAN_KERNELS_H
+#define FASTRNN_ELMAN_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Activation codes; the order matches fastrnn.activations.ACTIVATIONS. */
+enum { FR_IDENTITY = 0, FR_TANH = 1, FR_RELU = 2, FR_SIGMOID = 3 };
+
+/* Z[r, c] = phi(Z[r, c] + b[c])    (b may be NULL: no bias) */
+void fr_bias_act_f32(float *Z, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
+                     const float *b, int act);
+void fr_bias_act_f64(double *Z, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
+                     const double *b, int act);
+
+/* G[r, c] *= phi'(a[r, c]), with phi' written in terms of the output S = phi(a). */
+void fr_act_grad_f32(float *G, ptrdiff_t ldg, const float *S, ptrdiff_t lds,
+                     ptrdiff_t rows, ptrdiff_t cols, int act);
+void fr_act_grad_f64(double *G, ptrdiff_t ldg, const double *S, ptrdiff_t lds,
+                     ptrdiff_t rows, ptrdiff_t cols, int act);
+
+/* out[c] = sum_r A[r, c] */
+void fr_colsum_f32(const float *A, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld, float *out);
+void fr_colsum_f64(const double *A, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld, double *out);
+
+/* Z[r, c] += b[c] */
+void fr_add_bias_f32(float *Z, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld, const float *b);
+void fr_add_bias_f64(double *Z, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld, const double *b);
+
+/* Row-wise softmax in place: Z[r] = exp(Z[r] - max) / sum. */
+void fr_softmax_f32(float *Z, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld);
+void fr_softmax_f64(double *Z, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld);
+
+/*
+ * Squared error. D = Z - Y; returns sum(D**2) (accumulated in double) and overwrites
+ * Z with scale * 2 * D, the gradient of scale * sum(D**2).
+ */
+double fr_mse_f32(float *Z, ptrdiff_t ldz, const float *Y, ptrdiff_t ldy,
+                  ptrdiff_t rows, ptrdiff_t cols, double scale);
+double fr_mse_f64(double *Z, ptrdiff_t ldz, const double *Y, ptrdiff_t ldy,
+                  ptrdiff_t rows, ptrdiff_t cols, double scale);
+
+/*
+ * Softmax cross-entropy on logits Z with integer class targets y[r] (0 <= y[r] < cols).
+ * Returns sum_r -log softmax(Z[r])[y[r]] (in double) and overwrites Z with
+ * scale * (softmax(Z[r]) - onehot(y[r])), the gradient of scale * that sum.
+ */
+double fr_xent_f32(float *Z, ptrdiff_t ld, const int64_t *y, ptrdiff_t rows, ptrdiff_t cols,
+                   double scale);
+double fr_xent_f64(double *Z, ptrdiff_t ld, const int64_t *y, ptrdiff_t rows, ptrdiff_t cols,
+                   double scale);
+
+#endif

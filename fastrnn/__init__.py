@@ -1,0 +1,16 @@
+"""fastrnn: fast Elman recurrent networks on the CPU.
+
+    s_t = phi(x_t W_x + s_{t-1} W_s + b)        y_t = s_t W_y + b_y  (or its softmax)
+
+The hot loops are Cython over BLAS with vectorised C kernels; ``backend="numpy"`` runs the
+pure-NumPy reference with the same signatures.
+"""
+from .activations import ACTIVATIONS
+from .functional import (elman_backward, elman_forward, elman_loss_and_grad, elman_predict,
+                         get_backend)
+from .model import ElmanRNN
+
+__version__ = "0.1.0"
+
+__all__ = ["ACTIVATIONS", "ElmanRNN", "elman_backward", "elman_forward", "elman_loss_and_grad",
+           "elman_predict", "get_backend", "__version__"]

@@ -1,0 +1,49 @@
+# Row-major GEMM over scipy.linalg.cython_blas, for float32 and float64 (fused `floating`).
+#
+# BLAS is column-major; a row-major matrix is its column-major transpose, so
+#     C = op(A) @ op(B)   (row-major)   <=>   C^T = op(B)^T @ op(A)^T   (column-major)
+# and we call ?gemm with the operands swapped and the same transpose flags (as in
+# scikit-learn's sklearn/utils/_cython_blas.pyx). Leading dimensions are row strides in
+# elements, so one time step of a batch-first (N, T, H) array is an (N, H) matrix with
+# leading dimension T*H: no transposed or gathered copies.
+#
+# All sizes must be < 2**31 (BLAS ints); fastrnn._validate checks that before we get here.
+
+from cython cimport floating
+from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
+
+
+cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
+                      floating alpha, const floating *A, int lda,
+                      const floating *B, int ldb,
+                      floating beta, floating *C, int ldc) noexcept nogil:
+    """C (m, n) = alpha * op(A) (m, k) @ op(B) (k, n) + beta * C, all row-major.
+
+    With beta == 0, C is not read (it may hold garbage). k == 0 gives C = beta * C.
+    """
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *> B, &ldb, <float *> A, &lda,
+              &beta, C, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *> B, &ldb, <double *> A, &lda,
+              &beta, C, &ldc)
+
+
+cdef inline void vecmat(bint trans_b, int n, int k, floating alpha,
+                        const floating *x, const floating *B, int ldb,
+                        floating beta, floating *y) noexcept nogil:
+    """y (n,) = alpha * x (k,) @ op(B) (k, n) + beta * y: the m == 1 case of gemm as a GEMV.
+
+    Row-major B (k, n) is column-major B^T (n, k), so x @ B is ?gemv('N') on it and
+    x @ B^T is ?gemv('T').
+    """
+    cdef char t = b'T' if trans_b else b'N'
+    cdef int one = 1
+    cdef int rows = k if trans_b else n   # column-major shape of the stored B^T
+    cdef int cols = n if trans_b else k
+    if floating is float:
+        sgemv(&t, &rows, &cols, &alpha, <float *> B, &ldb, <float *> x, &one, &beta, y, &one)
+    else:
+        dgemv(&t, &rows, &cols, &alpha, <double *> B, &ldb, <double *> x, &one, &beta, y, &one)

@@ -1,0 +1,195 @@
+"""Every check of user input, once, at the public boundary.
+
+Below this module the kernels trust their inputs (no bounds checks in C), so every path into
+compiled code goes through here. Errors name the argument, what it was and what was expected:
+TypeError for a wrong type or dtype, ValueError for a wrong shape or value, MemoryError for
+a request larger than the machine's available memory.
+"""
+import operator
+import os
+
+import numpy as np
+
+from .activations import ACTIVATIONS
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+OUTPUTS = ("linear", "softmax")
+TARGETS = ("sequence", "last")
+BACKENDS = ("cython", "numpy")
+BLAS_INT_MAX = 2**31 - 1
+
+
+def choice(value, name, choices):
+    """value if it is one of choices, else ValueError."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def positive_int(value, name):
+    """value as a Python int >= 1 (bools and floats are refused)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a positive integer; got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a positive integer; got {value!r} "
+                        f"of type {type(value).__name__}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value}")
+    if value > BLAS_INT_MAX:
+        raise ValueError(f"{name} = {value} is too large: BLAS dimensions must be < 2**31")
+    return value
+
+
+def float_dtype(dtype, name="dtype"):
+    """dtype as np.dtype float32 or float64."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64; got {dtype!r}")
+    return dt
+
+
+def float_array(x, name, dims, dtype=None):
+    """x as a C-contiguous, finite float32/float64 ndarray of shape named by dims, e.g.
+    "(N, T, I)". Copies only when x is not already such an array (lists, non-contiguous,
+    byte-swapped). dtype: if given, x must have exactly that dtype (no silent casts)."""
+    ndim = len([d for d in dims.strip("()").split(",") if d.strip()])
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} must be a float array of shape {dims}; "
+                            f"it cannot be converted to an array: {exc}") from None
+    if x.dtype.kind == "f" and not x.dtype.isnative:
+        x = x.astype(x.dtype.newbyteorder("="))
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a float32 or float64 array; got dtype {x.dtype}")
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"{name} has dtype {x.dtype} but X has dtype {dtype}; all arrays "
+                        f"must share one float dtype (convert with .astype(np.{dtype}))")
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D with shape {dims}; got shape {x.shape}")
+    if x.size == 0:
+        raise ValueError(f"{name} must not be empty; got shape {x.shape} (expected {dims}, "
+                         f"every dimension >= 1)")
+    if not x.flags.c_contiguous:     # a copy is coming (and isfinite's temporary)
+        memory(x.size * x.dtype.itemsize, f"{name} (shape {x.shape}, copied to be contiguous)")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf (shape {x.shape}); inputs and weights "
+                         f"must be finite")
+    return np.ascontiguousarray(x)
+
+
+def expect_shape(x, name, expected, dims, context):
+    if x.shape != expected:
+        raise ValueError(f"{name} must have shape {dims} = {expected} to match {context}; "
+                         f"got {x.shape}")
+
+
+def recurrence(X, h0, W_x, W_s, b):
+    """Validated (X, h0, W_x, W_s, b) of one dtype; h0=None means zeros."""
+    X = float_array(X, "X", "(N, T, I)")
+    dt = X.dtype
+    N, T, I = X.shape
+    W_s = float_array(W_s, "W_s", "(H, H)", dt)
+    H = W_s.shape[0]
+    if W_s.shape[1] != H:
+        raise ValueError(f"W_s must be square with shape (H, H); got {W_s.shape}")
+    W_x = float_array(W_x, "W_x", "(I, H)", dt)
+    expect_shape(W_x, "W_x", (I, H), "(I, H)", f"X {X.shape} and W_s {W_s.shape}")
+    b = float_array(b, "b", "(H,)", dt)
+    expect_shape(b, "b", (H,), "(H,)", f"W_s {W_s.shape}")
+    if h0 is None:
+        h0 = np.zeros((N, H), dt)
+    else:
+        h0 = float_array(h0, "h0", "(N, H)", dt)
+        expect_shape(h0, "h0", (N, H), "(N, H)", f"X {X.shape} and W_s {W_s.shape}")
+    blas_sizes(N=N, T=T, I=I, H=H)
+    return X, h0, W_x, W_s, b
+
+
+def output_layer(W_y, b_y, H, dt):
+    """Validated (W_y, b_y) for hidden size H and dtype dt."""
+    W_y = float_array(W_y, "W_y", "(H, O)", dt)
+    if W_y.shape[0] != H:
+        raise ValueError(f"W_y must have shape (H, O) with H = {H} to match W_s; "
+                         f"got {W_y.shape}")
+    O = W_y.shape[1]
+    b_y = float_array(b_y, "b_y", "(O,)", dt)
+    expect_shape(b_y, "b_y", (O,), "(O,)", f"W_y {W_y.shape}")
+    return W_y, b_y
+
+
+def states(S, name, N, T, H, dt):
+    """Validated (N, T, H) array S of dtype dt (states or their gradients)."""
+    S = float_array(S, name, "(N, T, H)", dt)
+    expect_shape(S, name, (N, T, H), "(N, T, H)", "X and W_s")
+    return S
+
+
+def targets(Y, output, target, N, T, O, dt):
+    """Validated targets: for output "linear", real values of dtype dt with shape (N, T, O)
+    (target "sequence") or (N, O) ("last"); for "softmax", integer class labels in [0, O)
+    with shape (N, T) or (N,), returned as int64."""
+    seq = target == "sequence"
+    if output == "linear":
+        dims, shape = ("(N, T, O)", (N, T, O)) if seq else ("(N, O)", (N, O))
+        Y = float_array(Y, "Y", dims, dt)
+        expect_shape(Y, "Y", shape, dims, f"target={target!r}, X and W_y")
+        return Y
+    dims, shape = ("(N, T)", (N, T)) if seq else ("(N,)", (N,))
+    if not isinstance(Y, np.ndarray):
+        Y = np.asarray(Y)
+    if Y.dtype.kind not in "iu":
+        raise TypeError(f"Y must hold integer class labels for output='softmax'; got dtype "
+                        f"{Y.dtype} (use .astype(np.int64) if the values are whole numbers)")
+    if Y.shape != shape:
+        raise ValueError(f"Y must have shape {dims} = {shape} for output='softmax', "
+                         f"target={target!r}; got {Y.shape}")
+    lo, hi = Y.min(), Y.max()
+    if lo < 0 or hi >= O:
+        raise ValueError(f"Y class labels must lie in [0, O) = [0, {O}); got values from "
+                         f"{lo} to {hi}")
+    return np.ascontiguousarray(Y, dtype=np.int64)
+
+
+def blas_sizes(**dims):
+    """Every BLAS int we form (dimensions, N*T rows, T*K leading dimensions) fits in 32 bits."""
+    N, T = dims["N"], dims["T"]
+    products = {"N*T": N * T}
+    for k in ("I", "H", "O"):
+        if k in dims:
+            products[f"T*{k}"] = T * dims[k]
+    for label, value in {**dims, **products}.items():
+        if value > BLAS_INT_MAX:
+            raise ValueError(f"{label} = {value} is too large for 32-bit BLAS (must be < 2**31);"
+                             f" sizes: {dims}")
+
+
+def available_memory():
+    """Bytes of memory available to allocate now (MemAvailable on Linux), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory(nbytes, what):
+    """MemoryError before allocating, if nbytes of buffers cannot fit in available memory."""
+    if nbytes < 1 << 28:          # below 256 MiB: not worth a look at /proc
+        return
+    avail = available_memory()
+    if avail is not None and nbytes > avail:
+        raise MemoryError(f"{what} needs {nbytes / 2**30:.2f} GiB of buffers but only "
+                          f"{avail / 2**30:.2f} GiB of memory is available")

@@ -1,0 +1,102 @@
+"""The functional core: Elman forward, BPTT backward, prediction and loss gradients.
+
+Each function validates its arguments once (fastrnn._validate) and hands them to a backend:
+``backend="cython"`` (default, fastrnn/_elman.pyx) or ``backend="numpy"`` (the reference,
+fastrnn/reference.py). Both have the same signatures and semantics.
+
+Shapes (row vectors, batch-first): X (N, T, I), h0 (N, H), W_x (I, H), W_s (H, H), b (H,),
+W_y (H, O), b_y (O,), S (N, T, H), Y (N, T, O). float32 and float64 are both native: every
+array must have X's dtype and results come back in it.
+"""
+from . import _validate, reference
+
+try:
+    from . import _elman
+    _ELMAN_ERROR = None
+except ImportError as exc:          # source tree without a build: numpy backend still works
+    _elman, _ELMAN_ERROR = None, exc
+
+
+def get_backend(backend):
+    """The backend module for the name "cython" or "numpy"."""
+    _validate.choice(backend, "backend", _validate.BACKENDS)
+    if backend == "numpy":
+        return reference
+    if _elman is None:
+        raise ImportError("the compiled fastrnn._elman extension is not available "
+                          f"({_ELMAN_ERROR}); install with `pip install .`, or use "
+                          "backend='numpy'")
+    return _elman
+
+
+def elman_forward(X, h0, W_x, W_s, b, activation="tanh", backend="cython"):
+    """States S (N, T, H) of s_t = phi(x_t W_x + s_{t-1} W_s + b), s_{-1} = h0.
+
+    h0 may be None (zeros). activation: "tanh", "relu", "sigmoid" or "identity".
+    """
+    be = get_backend(backend)
+    _validate.choice(activation, "activation", _validate.ACTIVATIONS)
+    X, h0, W_x, W_s, b = _validate.recurrence(X, h0, W_x, W_s, b)
+    N, T, _ = X.shape
+    _validate.memory(N * T * W_s.shape[0] * X.itemsize, "elman_forward")
+    return be.forward(X, h0, W_x, W_s, b, activation)
+
+
+def elman_backward(X, h0, W_x, W_s, b, S, dS, activation="tanh", backend="cython"):
+    """Backpropagation through time.
+
+    S (N, T, H) are the states from elman_forward and dS (N, T, H) the gradient of the loss
+    with respect to them as seen by the output layer at each step. Returns the gradients of
+    the loss through the recurrence: a dict with keys "X", "h0", "W_x", "W_s", "b", each of
+    the shape and dtype of its argument.
+    """
+    be = get_backend(backend)
+    _validate.choice(activation, "activation", _validate.ACTIVATIONS)
+    X, h0, W_x, W_s, b = _validate.recurrence(X, h0, W_x, W_s, b)
+    N, T, _ = X.shape
+    H = W_s.shape[0]
+    S = _validate.states(S, "S", N, T, H, X.dtype)
+    dS = _validate.states(dS, "dS", N, T, H, X.dtype)
+    _validate.memory((2 * N * T * H + X.size) * X.itemsize, "elman_backward")
+    return be.backward(X, h0, W_x, W_s, b, S, dS, activation)
+
+
+def elman_predict(X, h0, W_x, W_s, b, W_y, b_y, activation="tanh", output="linear",
+                  backend="cython"):
+    """(Y, S): outputs Y (N, T, O) = S W_y + b_y (softmax of it if output="softmax") and
+    states S (N, T, H)."""
+    be = get_backend(backend)
+    _validate.choice(activation, "activation", _validate.ACTIVATIONS)
+    _validate.choice(output, "output", _validate.OUTPUTS)
+    X, h0, W_x, W_s, b = _validate.recurrence(X, h0, W_x, W_s, b)
+    W_y, b_y = _validate.output_layer(W_y, b_y, W_s.shape[0], X.dtype)
+    N, T, _ = X.shape
+    _validate.blas_sizes(N=N, T=T, O=W_y.shape[1])
+    _validate.memory(N * T * (W_s.shape[0] + W_y.shape[1]) * X.itemsize, "elman_predict")
+    return be.predict(X, h0, W_x, W_s, b, W_y, b_y, activation, output)
+
+
+def elman_loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation="tanh", output="linear",
+                        target="sequence", backend="cython", input_grads=False):
+    """(loss, grads) of an Elman network with its output layer, in one call.
+
+    output "linear": Y real (N, T, O) for target "sequence", (N, O) for "last"; loss is the
+    mean squared error over every output element. output "softmax": Y integer class labels
+    (N, T) or (N,); loss is the mean cross-entropy over targets. grads holds "W_x", "W_s",
+    "b", "W_y", "b_y" (and "X", "h0" if input_grads), each shaped like its argument.
+    """
+    be = get_backend(backend)
+    _validate.choice(activation, "activation", _validate.ACTIVATIONS)
+    _validate.choice(output, "output", _validate.OUTPUTS)
+    _validate.choice(target, "target", _validate.TARGETS)
+    X, h0, W_x, W_s, b = _validate.recurrence(X, h0, W_x, W_s, b)
+    N, T, _ = X.shape
+    H = W_s.shape[0]
+    W_y, b_y = _validate.output_layer(W_y, b_y, H, X.dtype)
+    O = W_y.shape[1]
+    _validate.blas_sizes(N=N, T=T, O=O)
+    Y = _validate.targets(Y, output, target, N, T, O, X.dtype)
+    _validate.memory((2 * N * T * H + N * T * O + (X.size if input_grads else 0)) * X.itemsize,
+                     "elman_loss_and_grad")
+    return be.loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation, output, target,
+                            bool(input_grads))
