@@ -30,8 +30,10 @@ static inline double fr_exp(double x)
 {
     /* exp(x) = 2**k * exp(r), k = round(x / ln 2), |r| <= ln(2) / 2.
      * The input is clamped to [-708, 709] so 2**k stays a normal double; below -708 the
-     * result is off by less than 1e-307 in absolute terms, which no caller can see.
+     * result is 0 (off by less than 1e-307, which no caller can see); above 709.78 it
+     * overflows to inf, as libm's exp does.
      * NaN passes through (comparisons with NaN are false). */
+    const double x_in = x;
     const double shift = 6755399441055744.0;          /* 1.5 * 2**52: rounds to integer */
     const double log2e = 1.4426950408889634074;
     const double ln2_hi = 6.93147180369123816490e-01; /* fdlibm split of ln 2: k * ln2_hi */
@@ -61,7 +63,8 @@ static inline double fr_exp(double x)
     bits = (bits + 1023u) << 52;
     double scale;
     memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    double e = x_in > 709.78 ? (double)INFINITY : p * scale;
+    return x_in < -708.0 ? 0.0 : e;
 }
 
 static inline double fr_tanh_f64(double x)

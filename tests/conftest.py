@@ -1,0 +1,46 @@
+"""Shared helpers: random problems of a given shape, and a tolerant comparison."""
+import numpy as np
+import pytest
+
+BACKENDS = ("cython", "numpy")
+ACTIVATIONS = ("identity", "tanh", "relu", "sigmoid")
+
+
+def make_problem(N, T, I, H, O, *, dtype=np.float64, output="linear", target="sequence",
+                 seed=0, scale=1.0):
+    """Random inputs, weights and targets: a dict of keyword arguments for
+    fastrnn.elman_loss_and_grad (minus the hyperparameters)."""
+    rng = np.random.default_rng(seed)
+
+    def normal(*shape, s=1.0):
+        return (s * rng.standard_normal(shape)).astype(dtype)
+
+    p = {
+        "X": normal(N, T, I),
+        "h0": normal(N, H, s=0.5),
+        "W_x": normal(I, H, s=scale / np.sqrt(I)),
+        "W_s": normal(H, H, s=scale / np.sqrt(H)),
+        "b": normal(H, s=0.2),
+        "W_y": normal(H, O, s=1 / np.sqrt(H)),
+        "b_y": normal(O, s=0.2),
+    }
+    if output == "linear":
+        p["Y"] = normal(*((N, T, O) if target == "sequence" else (N, O)))
+    else:
+        p["Y"] = rng.integers(0, O, size=(N, T) if target == "sequence" else (N,))
+    return p
+
+
+def assert_close(actual, desired, rtol, name=""):
+    """|actual - desired| <= rtol * max(|desired|) elementwise: relative to the array's scale,
+    so that entries near zero do not demand impossible relative accuracy."""
+    actual, desired = np.asarray(actual), np.asarray(desired)
+    assert actual.shape == desired.shape, (name, actual.shape, desired.shape)
+    assert actual.dtype == desired.dtype, (name, actual.dtype, desired.dtype)
+    scale = max(float(np.max(np.abs(desired), initial=0.0)), 1e-30)
+    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * scale, err_msg=name)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param

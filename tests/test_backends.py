@@ -1,0 +1,89 @@
+"""The Cython backend agrees with the NumPy reference on random problems.
+
+float64 to 1e-10 and float32 to 1e-4, relative to each array's largest entry.
+"""
+import numpy as np
+from hypothesis import given, settings, strategies as st
+
+import fastrnn
+from conftest import ACTIVATIONS, assert_close, make_problem
+
+RTOL = {np.float64: 1e-10, np.float32: 1e-4}
+
+problems = st.fixed_dictionaries({
+    "N": st.integers(1, 6), "T": st.integers(1, 20), "I": st.integers(1, 7),
+    "H": st.integers(1, 9), "O": st.integers(1, 6),
+    "dtype": st.sampled_from([np.float64, np.float32]),
+    "activation": st.sampled_from(ACTIVATIONS),
+    "output": st.sampled_from(["linear", "softmax"]),
+    "target": st.sampled_from(["sequence", "last"]),
+    "scale": st.floats(0.1, 1.5),
+    "seed": st.integers(0, 2**32 - 1),
+})
+
+
+def build(c):
+    p = make_problem(c["N"], c["T"], c["I"], c["H"], c["O"], dtype=c["dtype"],
+                     output=c["output"], target=c["target"], seed=c["seed"], scale=c["scale"])
+    return p, RTOL[c["dtype"]]
+
+
+@settings(max_examples=150, deadline=None)
+@given(problems)
+def test_loss_and_grad_agree(c):
+    p, rtol = build(c)
+    kw = dict(activation=c["activation"], output=c["output"], target=c["target"],
+              input_grads=True)
+    loss_c, g_c = fastrnn.elman_loss_and_grad(**p, **kw, backend="cython")
+    loss_n, g_n = fastrnn.elman_loss_and_grad(**p, **kw, backend="numpy")
+    assert isinstance(loss_c, float) and isinstance(loss_n, float)
+    assert abs(loss_c - loss_n) <= rtol * max(abs(loss_n), 1e-30)
+    assert set(g_c) == set(g_n)
+    for name in g_n:
+        assert_close(g_c[name], g_n[name], rtol, name)
+
+
+@settings(max_examples=100, deadline=None)
+@given(problems)
+def test_forward_predict_backward_agree(c):
+    p, rtol = build(c)
+    rec = {k: p[k] for k in ("X", "h0", "W_x", "W_s", "b")}
+    act = c["activation"]
+    S_c = fastrnn.elman_forward(**rec, activation=act, backend="cython")
+    S_n = fastrnn.elman_forward(**rec, activation=act, backend="numpy")
+    assert_close(S_c, S_n, rtol, "S")
+
+    Y_c, S2_c = fastrnn.elman_predict(**rec, W_y=p["W_y"], b_y=p["b_y"], activation=act,
+                                      output=c["output"], backend="cython")
+    Y_n, _ = fastrnn.elman_predict(**rec, W_y=p["W_y"], b_y=p["b_y"], activation=act,
+                                   output=c["output"], backend="numpy")
+    assert_close(Y_c, Y_n, rtol, "Y")
+    np.testing.assert_array_equal(S2_c, S_c)
+
+    dS = np.random.default_rng(c["seed"]).standard_normal(S_n.shape).astype(c["dtype"])
+    g_c = fastrnn.elman_backward(**rec, S=S_n, dS=dS, activation=act, backend="cython")
+    g_n = fastrnn.elman_backward(**rec, S=S_n, dS=dS, activation=act, backend="numpy")
+    for name in g_n:
+        assert_close(g_c[name], g_n[name], rtol, name)
+
+
+def test_long_sequence_agrees():
+    """T = 500 with a contractive recurrence: no drift between the backends over many steps."""
+    p = make_problem(4, 500, 3, 16, 2, seed=5, scale=0.9)
+    for dtype, rtol in RTOL.items():
+        q = {k: (v.astype(dtype) if v.dtype.kind == "f" else v) for k, v in p.items()}
+        l_c, g_c = fastrnn.elman_loss_and_grad(**q, backend="cython")
+        l_n, g_n = fastrnn.elman_loss_and_grad(**q, backend="numpy")
+        assert abs(l_c - l_n) <= rtol * abs(l_n)
+        for name in g_n:
+            assert_close(g_c[name], g_n[name], rtol, name)
+
+
+def test_outputs_keep_dtype(backend):
+    for dtype in (np.float32, np.float64):
+        p = make_problem(2, 3, 2, 3, 2, dtype=dtype)
+        loss, grads = fastrnn.elman_loss_and_grad(**p, backend=backend, input_grads=True)
+        assert all(g.dtype == dtype for g in grads.values())
+        Y, S = fastrnn.elman_predict(*(p[k] for k in ("X", "h0", "W_x", "W_s", "b", "W_y",
+                                                      "b_y")), backend=backend)
+        assert Y.dtype == dtype and S.dtype == dtype
