@@ -23,9 +23,11 @@ def get_backend(backend):
     if backend == "numpy":
         return reference
     if _elman is None:
-        raise ImportError("the compiled fastrnn._elman extension is not available "
-                          f"({_ELMAN_ERROR}); install with `pip install .`, or use "
-                          "backend='numpy'")
+        raise ImportError(
+            f"the compiled extension fastrnn._elman is not available ({_ELMAN_ERROR}). "
+            f"fastrnn was imported from {__file__.rsplit('/', 2)[0]}: if that is the source "
+            "tree, run from another directory (or use the `fastrnn`/`pytest` commands), or "
+            "build in place with `pip install -e .`; or use backend='numpy'")
     return _elman
 
 
