@@ -118,7 +118,8 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     wanted). D is an (N, H) scratch buffer.
     """
     cdef int NT = N * T, TH = T * H
-    cdef int t, n, j
+    cdef int t
+    cdef Py_ssize_t n, j, last_row      # element offsets may exceed 2**31
     cdef floating beta = 1 if full_dS else 0
     # dA_t = (dS_t + dA_{t+1} @ W_s^T) * phi'(S_t), newest step first
     for t in range(T - 1, -1, -1):
@@ -142,8 +143,10 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     for n in range(N):
         for j in range(H):
             D[n * H + j] = h0[n * H + j]
-            if n > 0:
-                D[n * H + j] -= S[(n - 1) * TH + (T - 1) * H + j]
+    for n in range(1, N):
+        last_row = (n - 1) * <Py_ssize_t> TH + (T - 1) * <Py_ssize_t> H   # S[n-1, T-1]
+        for j in range(H):
+            D[n * H + j] -= S[last_row + j]
     # dW_s += D^T (H, N) @ dA[:, 0] (N, H)
     gemm(True, False, H, H, N, 1, D, H, G, TH, 1 if NT > 1 else 0, dW_s, H)
     if dh0 != NULL:

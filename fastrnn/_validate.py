@@ -43,20 +43,26 @@ def positive_int(value, name):
 
 
 def float_dtype(dtype, name="dtype"):
-    """dtype as np.dtype float32 or float64."""
+    """dtype as np.dtype float32 or float64 (native byte order)."""
     try:
-        dt = np.dtype(dtype)
-    except TypeError:
+        dt = None if dtype is None else np.dtype(dtype)
+    except (TypeError, ValueError):
         dt = None
-    if dt not in FLOAT_DTYPES:
+    if dt is None or not any(dt == f for f in FLOAT_DTYPES) or not dt.isnative:
         raise TypeError(f"{name} must be float32 or float64; got {dtype!r}")
     return dt
 
 
-def float_array(x, name, dims, dtype=None):
+def float_array(x, name, dims, dtype=None, finish=True, dtype_of="X"):
     """x as a C-contiguous, finite float32/float64 ndarray of shape named by dims, e.g.
     "(N, T, I)". Copies only when x is not already such an array (lists, non-contiguous,
-    byte-swapped). dtype: if given, x must have exactly that dtype (no silent casts)."""
+    byte-swapped). dtype: if given, x must have exactly that dtype (no silent casts);
+    dtype_of names where that dtype comes from, for the message.
+
+    finish=False stops after the checks that cost nothing (type, dtype, ndim, empty) and
+    returns x as it is: callers check sizes before anything scans or copies a huge x, then
+    call finished().
+    """
     ndim = len([d for d in dims.strip("()").split(",") if d.strip()])
     if not isinstance(x, np.ndarray):
         try:
@@ -64,24 +70,31 @@ def float_array(x, name, dims, dtype=None):
         except (ValueError, TypeError) as exc:
             raise TypeError(f"{name} must be a float array of shape {dims}; "
                             f"it cannot be converted to an array: {exc}") from None
-    if x.dtype.kind == "f" and not x.dtype.isnative:
-        x = x.astype(x.dtype.newbyteorder("="))
-    if x.dtype not in FLOAT_DTYPES:
+    native = x.dtype.newbyteorder("=") if x.dtype.kind == "f" else x.dtype
+    if native not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be a float32 or float64 array; got dtype {x.dtype}")
-    if dtype is not None and x.dtype != dtype:
-        raise TypeError(f"{name} has dtype {x.dtype} but X has dtype {dtype}; all arrays "
-                        f"must share one float dtype (convert with .astype(np.{dtype}))")
+    if dtype is not None and native != dtype:
+        raise TypeError(f"{name} has dtype {native} but {dtype_of} has dtype {dtype}; all "
+                        f"arrays must share one float dtype (convert with "
+                        f".astype(np.{dtype}))")
     if x.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D with shape {dims}; got shape {x.shape}")
     if x.size == 0:
         raise ValueError(f"{name} must not be empty; got shape {x.shape} (expected {dims}, "
                          f"every dimension >= 1)")
-    if not x.flags.c_contiguous:     # a copy is coming (and isfinite's temporary)
+    return finished(x, name) if finish else x
+
+
+def finished(x, name):
+    """x (a float array that passed float_array's checks) made C-contiguous and native, and
+    checked finite."""
+    if not (x.flags.c_contiguous and x.dtype.isnative):   # a copy is coming
         memory(x.size * x.dtype.itemsize, f"{name} (shape {x.shape}, copied to be contiguous)")
+        x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
     if not np.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or inf (shape {x.shape}); inputs and weights "
                          f"must be finite")
-    return np.ascontiguousarray(x)
+    return x
 
 
 def expect_shape(x, name, expected, dims, context):
@@ -90,45 +103,59 @@ def expect_shape(x, name, expected, dims, context):
                          f"got {x.shape}")
 
 
-def recurrence(X, h0, W_x, W_s, b):
-    """Validated (X, h0, W_x, W_s, b) of one dtype; h0=None means zeros."""
-    X = float_array(X, "X", "(N, T, I)")
-    dt = X.dtype
+def recurrence(X, h0, W_x, W_s, b, W_y=None, b_y=None):
+    """Validated (X, h0, W_x, W_s, b) of one dtype; h0=None means zeros. With the output
+    layer (W_y, b_y) given, returns (X, h0, W_x, W_s, b, W_y, b_y).
+
+    Shapes and sizes are checked before any array is scanned or copied, so an absurd
+    (say, broadcast) input fails at once instead of allocating.
+    """
+    X = float_array(X, "X", "(N, T, I)", finish=False)
+    dt = X.dtype.newbyteorder("=")
     N, T, I = X.shape
-    W_s = float_array(W_s, "W_s", "(H, H)", dt)
+    W_s = float_array(W_s, "W_s", "(H, H)", dt, finish=False)
     H = W_s.shape[0]
     if W_s.shape[1] != H:
         raise ValueError(f"W_s must be square with shape (H, H); got {W_s.shape}")
-    W_x = float_array(W_x, "W_x", "(I, H)", dt)
+    W_x = float_array(W_x, "W_x", "(I, H)", dt, finish=False)
     expect_shape(W_x, "W_x", (I, H), "(I, H)", f"X {X.shape} and W_s {W_s.shape}")
-    b = float_array(b, "b", "(H,)", dt)
+    b = float_array(b, "b", "(H,)", dt, finish=False)
     expect_shape(b, "b", (H,), "(H,)", f"W_s {W_s.shape}")
-    if h0 is None:
-        h0 = np.zeros((N, H), dt)
-    else:
-        h0 = float_array(h0, "h0", "(N, H)", dt)
+    if h0 is not None:
+        h0 = float_array(h0, "h0", "(N, H)", dt, finish=False)
         expect_shape(h0, "h0", (N, H), "(N, H)", f"X {X.shape} and W_s {W_s.shape}")
-    blas_sizes(N=N, T=T, I=I, H=H)
-    return X, h0, W_x, W_s, b
+    if W_y is None:
+        blas_sizes(N=N, T=T, I=I, H=H)
+    else:
+        W_y, b_y = output_layer(W_y, b_y, H, dt, finish=False)
+        blas_sizes(N=N, T=T, I=I, H=H, O=W_y.shape[1])
+    X, W_s, W_x, b = (finished(a, n) for a, n in ((X, "X"), (W_s, "W_s"), (W_x, "W_x"),
+                                                    (b, "b")))
+    h0 = np.zeros((N, H), dt) if h0 is None else finished(h0, "h0")
+    if W_y is None:
+        return X, h0, W_x, W_s, b
+    return X, h0, W_x, W_s, b, finished(W_y, "W_y"), finished(b_y, "b_y")
 
 
-def output_layer(W_y, b_y, H, dt):
+def output_layer(W_y, b_y, H, dt, finish=True):
     """Validated (W_y, b_y) for hidden size H and dtype dt."""
-    W_y = float_array(W_y, "W_y", "(H, O)", dt)
+    W_y = float_array(W_y, "W_y", "(H, O)", dt, finish=False)
     if W_y.shape[0] != H:
         raise ValueError(f"W_y must have shape (H, O) with H = {H} to match W_s; "
                          f"got {W_y.shape}")
     O = W_y.shape[1]
-    b_y = float_array(b_y, "b_y", "(O,)", dt)
+    b_y = float_array(b_y, "b_y", "(O,)", dt, finish=False)
     expect_shape(b_y, "b_y", (O,), "(O,)", f"W_y {W_y.shape}")
-    return W_y, b_y
+    if not finish:
+        return W_y, b_y
+    return finished(W_y, "W_y"), finished(b_y, "b_y")
 
 
 def states(S, name, N, T, H, dt):
     """Validated (N, T, H) array S of dtype dt (states or their gradients)."""
-    S = float_array(S, name, "(N, T, H)", dt)
+    S = float_array(S, name, "(N, T, H)", dt, finish=False)
     expect_shape(S, name, (N, T, H), "(N, T, H)", "X and W_s")
-    return S
+    return finished(S, name)
 
 
 def targets(Y, output, target, N, T, O, dt):
@@ -138,9 +165,9 @@ def targets(Y, output, target, N, T, O, dt):
     seq = target == "sequence"
     if output == "linear":
         dims, shape = ("(N, T, O)", (N, T, O)) if seq else ("(N, O)", (N, O))
-        Y = float_array(Y, "Y", dims, dt)
+        Y = float_array(Y, "Y", dims, dt, finish=False)
         expect_shape(Y, "Y", shape, dims, f"target={target!r}, X and W_y")
-        return Y
+        return finished(Y, "Y")
     dims, shape = ("(N, T)", (N, T)) if seq else ("(N,)", (N,))
     if not isinstance(Y, np.ndarray):
         Y = np.asarray(Y)

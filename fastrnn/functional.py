@@ -70,10 +70,8 @@ def elman_predict(X, h0, W_x, W_s, b, W_y, b_y, activation="tanh", output="linea
     be = get_backend(backend)
     _validate.choice(activation, "activation", _validate.ACTIVATIONS)
     _validate.choice(output, "output", _validate.OUTPUTS)
-    X, h0, W_x, W_s, b = _validate.recurrence(X, h0, W_x, W_s, b)
-    W_y, b_y = _validate.output_layer(W_y, b_y, W_s.shape[0], X.dtype)
+    X, h0, W_x, W_s, b, W_y, b_y = _validate.recurrence(X, h0, W_x, W_s, b, W_y, b_y)
     N, T, _ = X.shape
-    _validate.blas_sizes(N=N, T=T, O=W_y.shape[1])
     _validate.memory(N * T * (W_s.shape[0] + W_y.shape[1]) * X.itemsize, "elman_predict")
     return be.predict(X, h0, W_x, W_s, b, W_y, b_y, activation, output)
 
@@ -91,12 +89,9 @@ def elman_loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation="tanh", outp
     _validate.choice(activation, "activation", _validate.ACTIVATIONS)
     _validate.choice(output, "output", _validate.OUTPUTS)
     _validate.choice(target, "target", _validate.TARGETS)
-    X, h0, W_x, W_s, b = _validate.recurrence(X, h0, W_x, W_s, b)
+    X, h0, W_x, W_s, b, W_y, b_y = _validate.recurrence(X, h0, W_x, W_s, b, W_y, b_y)
     N, T, _ = X.shape
-    H = W_s.shape[0]
-    W_y, b_y = _validate.output_layer(W_y, b_y, H, X.dtype)
-    O = W_y.shape[1]
-    _validate.blas_sizes(N=N, T=T, O=O)
+    H, O = W_y.shape
     Y = _validate.targets(Y, output, target, N, T, O, X.dtype)
     _validate.memory((2 * N * T * H + N * T * O + (X.size if input_grads else 0)) * X.itemsize,
                      "elman_loss_and_grad")

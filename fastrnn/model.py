@@ -53,7 +53,13 @@ class ElmanRNN:
         self.backend = backend
         self.seed = seed
         I, H, O = self.input_size, self.hidden_size, self.output_size
-        rng = np.random.default_rng(seed)
+        _validate.memory((I * H + H * H + H * O + H + O) * self.dtype.itemsize,
+                         "ElmanRNN parameters")
+        try:
+            rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"seed must be None, a non-negative int or a numpy Generator/"
+                            f"SeedSequence; got {seed!r} ({exc})") from None
         k = 1.0 / np.sqrt(H)
 
         def uniform(*shape):
@@ -67,11 +73,23 @@ class ElmanRNN:
                 f"output_size={self.output_size}, activation={self.activation!r}, "
                 f"output={self.output!r}, dtype={self.dtype.name!r}, backend={self.backend!r})")
 
+    def param_shapes(self):
+        """{name: shape} of the parameters this model's sizes call for."""
+        I, H, O = self.input_size, self.hidden_size, self.output_size
+        return {"W_x": (I, H), "W_s": (H, H), "b": (H,), "W_y": (H, O), "b_y": (O,)}
+
     def _weights(self):
+        """The parameters, checked against the model's own sizes (the functional layer
+        checks dtypes and values)."""
         p = self.params
         missing = [k for k in PARAM_NAMES if k not in p]
         if missing:
             raise KeyError(f"model.params is missing {missing}; expected keys {PARAM_NAMES}")
+        for name, shape in self.param_shapes().items():
+            got = getattr(p[name], "shape", None)
+            if got != shape:
+                raise ValueError(f"model.params[{name!r}] must have shape {shape} for "
+                                 f"{self!r}; got {got if got is not None else type(p[name])}")
         return p["W_x"], p["W_s"], p["b"], p["W_y"], p["b_y"]
 
     def forward(self, X, h0=None):
@@ -97,7 +115,8 @@ class ElmanRNN:
 
     def _input(self, X):
         """X checked against the model: dtype and input size (shape errors name X)."""
-        X = _validate.float_array(X, "X", "(N, T, I)", self.dtype)
+        X = _validate.float_array(X, "X", "(N, T, I)", self.dtype, finish=False,
+                                  dtype_of=f"the model (dtype={self.dtype.name!r})")
         if X.shape[2] != self.input_size:
             raise ValueError(f"X must have shape (N, T, I) with I = input_size = "
                              f"{self.input_size}; got {X.shape}")

@@ -1,0 +1,221 @@
+"""Benchmark report: fastrnn's Cython core against the NumPy reference and PyTorch.
+
+    python bench/report.py                   # the whole grid, 1 and 2 threads, float32
+    python bench/report.py --quick           # fewer repeats, no large config, no sweeps
+    python bench/report.py --configs small med --threads 1 --dtype float64
+
+Everything is measured in this one process, implementations alternating in blocks (each
+block first runs untimed for a moment, so the previous library's idle BLAS/OpenMP threads
+have stopped spinning), and medians are reported. Threads are pinned with threadpoolctl
+(every BLAS loaded) and torch.set_num_threads. Writes the table to stdout and everything to
+JSON (--json, default bench/results/report.json).
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import workloads  # noqa: E402
+
+import fastrnn  # noqa: E402
+
+
+def set_threads(n):
+    """Pin every BLAS and torch to n threads; returns the threadpoolctl context."""
+    try:
+        import torch
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+    return threadpool_limits(n)
+
+
+def time_block(f, warmup_s, min_calls, min_s):
+    """Run f untimed for warmup_s (at least once), then time at least min_calls calls and
+    min_s seconds; returns the list of call times."""
+    t_end = time.perf_counter() + warmup_s
+    f()
+    while time.perf_counter() < t_end:
+        f()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_calls or time.perf_counter() - start < min_s:
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def measure(impls, rounds, warmup_s=0.15, min_calls=3, min_s=0.1):
+    """Median seconds per call of each implementation, alternating blocks over rounds."""
+    times = {name: [] for name in impls}
+    for _ in range(rounds):
+        for name, f in impls.items():
+            times[name] += time_block(f, warmup_s, min_calls, min_s)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def peak_sgemm(threads, dtype="float32", n=2048, rounds=5):
+    """GFLOP/s of a large NumPy matmul: this machine's practical GEMM peak."""
+    rng = np.random.default_rng(0)
+    A, B = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
+    C = np.empty((n, n), dtype)
+    with set_threads(threads):
+        t = measure({"gemm": lambda: np.matmul(A, B, out=C)}, rounds)["gemm"]
+    return 2 * n**3 / t / 1e9
+
+
+def peak_memory(f):
+    """Peak bytes allocated (tracemalloc sees NumPy's buffers) during one call of f."""
+    f()
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    f()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def minimum_memory(N, T, I, H, O, itemsize):
+    """What one loss_and_grad must hold: states S and their gradients (N, T, H) each, the
+    outputs (N, T, O), and the parameter gradients."""
+    n_params = I * H + H * H + H + H * O + O
+    return (2 * N * T * H + N * T * O + n_params) * itemsize
+
+
+def run_grid(configs, threads_list, dtype, rounds, peak, kind="loss_and_grad"):
+    rows = []
+    flops_of = workloads.loss_and_grad_flops if kind == "loss_and_grad" else \
+        workloads.forward_flops
+    for name in configs:
+        dims = workloads.CONFIGS[name]
+        impls = workloads.implementations(*dims, dtype=dtype, kind=kind)
+        big = name == "large"
+        for threads in threads_list:
+            with set_threads(threads):
+                t = measure(impls, rounds if not big else max(2, rounds // 2),
+                            warmup_s=0.0 if big else 0.15, min_calls=1 if big else 3)
+            flops = flops_of(*dims)
+            for impl, sec in t.items():
+                rows.append({
+                    "kind": kind, "config": name, "dims": dims, "dtype": dtype,
+                    "threads": threads, "impl": impl, "median_s": sec,
+                    "vs_numpy": t["numpy"] / sec, "vs_torch": t["torch"] / sec
+                    if "torch" in t else None,
+                    "gflops": flops / sec / 1e9,
+                    "pct_peak": 100 * flops / sec / 1e9 / peak[threads],
+                })
+            print_rows(rows[-len(t):])
+    return rows
+
+
+def print_rows(rows):
+    for r in rows:
+        vs_t = f"{r['vs_torch']:7.2f}x" if r["vs_torch"] is not None else "      -"
+        print(f"{r['kind'][:4]:4} {r['config']:6} {r['dtype']:7} thr={r['threads']} "
+              f"{r['impl']:7} {r['median_s'] * 1e3:10.3f} ms  vs numpy {r['vs_numpy']:6.2f}x"
+              f"  vs torch {vs_t}  {r['gflops']:7.1f} GFLOP/s  {r['pct_peak']:5.1f}% peak",
+              flush=True)
+
+
+def sweep(param, values, base, dtype, rounds, threads=1):
+    """Time per step of cython and numpy loss_and_grad as one dimension varies."""
+    out = []
+    with set_threads(threads):
+        for v in values:
+            dims = dict(zip("NTIHO", base))
+            dims[param] = v
+            d = tuple(dims[k] for k in "NTIHO")
+            impls = workloads.implementations(*d, dtype=dtype, torch_too=False)
+            t = measure(impls, rounds, warmup_s=0.05, min_calls=2, min_s=0.05)
+            row = {"param": param, "value": v, "dims": d,
+                   "cython_s": t["cython"], "numpy_s": t["numpy"],
+                   "cython_us_per_step": t["cython"] / d[1] * 1e6,
+                   "ratio": t["numpy"] / t["cython"]}
+            out.append(row)
+            print(f"sweep {param}={v:6d}  cython {row['cython_s'] * 1e3:9.3f} ms "
+                  f"({row['cython_us_per_step']:8.2f} us/step)  numpy {t['numpy'] * 1e3:9.3f}"
+                  f" ms  ratio {row['ratio']:5.2f}x", flush=True)
+    return out
+
+
+def memory_rows(configs, dtype):
+    out = []
+    for name in configs:
+        dims = workloads.CONFIGS[name]
+        impls = workloads.implementations(*dims, dtype=dtype, torch_too=False)
+        itemsize = np.dtype(dtype).itemsize
+        minimum = minimum_memory(*dims, itemsize)
+        for impl, f in impls.items():
+            peak = peak_memory(f)
+            out.append({"config": name, "impl": impl, "peak_bytes": peak,
+                        "min_bytes": minimum, "ratio": peak / minimum})
+            print(f"memory {name:6} {impl:7} peak {peak / 2**20:9.2f} MiB   minimum "
+                  f"{minimum / 2**20:9.2f} MiB   ratio {peak / minimum:5.2f}", flush=True)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", nargs="+", default=list(workloads.CONFIGS),
+                    choices=list(workloads.CONFIGS))
+    ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    ap.add_argument("--dtype", nargs="+", default=["float32"],
+                    choices=["float32", "float64"])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--quick", action="store_true",
+                    help="3 rounds, no large config, no sweeps")
+    ap.add_argument("--no-sweeps", action="store_true")
+    ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results",
+                                                   "report.json"))
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.rounds = 3
+        args.configs = [c for c in args.configs if c != "large"]
+        args.no_sweeps = True
+
+    try:
+        import torch
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = None
+    peak = {n: peak_sgemm(n) for n in args.threads}
+    print(f"fastrnn {fastrnn.__version__}, numpy {np.__version__}, torch {torch_version}, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus")
+    print("peak SGEMM (numpy float32 2048^3 matmul): " +
+          ", ".join(f"{n} thread(s) {g:.1f} GFLOP/s" for n, g in peak.items()))
+
+    result = {"versions": {"fastrnn": fastrnn.__version__, "numpy": np.__version__,
+                           "torch": torch_version, "python": platform.python_version()},
+              "blas": [{k: i.get(k) for k in ("internal_api", "version", "architecture",
+                                               "num_threads", "filepath")}
+                       for i in threadpool_info()],
+              "peak_sgemm_gflops": peak, "rows": []}
+    for dtype in args.dtype:
+        result["rows"] += run_grid(args.configs, args.threads, dtype, args.rounds, peak)
+    fwd_configs = [c for c in ("tiny", "small") if c in args.configs]
+    result["rows"] += run_grid(fwd_configs, [1], "float32", args.rounds, peak,
+                               kind="forward")
+    result["memory"] = memory_rows([c for c in args.configs if c != "large"], "float32")
+    if not args.no_sweeps:
+        small = workloads.CONFIGS["small"]
+        result["sweep_T"] = sweep("T", [10, 100, 1000, 10000], small, "float32",
+                                  max(2, args.rounds // 2))
+        result["sweep_H"] = sweep("H", [16, 32, 64, 128, 256, 512, 1024], small, "float32",
+                                  max(2, args.rounds // 2))
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
