@@ -115,11 +115,11 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     On entry G (N, T, H) holds dLoss/dS from the output layer: at every step if full_dS,
     else only at the last step (G[:, :T-1] is then scratch, never read). On exit G holds
     dA_t = dLoss/d(pre-activation of step t). dX (N, T, I) and dh0 (N, H) may be NULL (not
-    wanted). D is an (N, H) scratch buffer.
+    wanted). D is an (N, H) scratch buffer; on exit it holds dA[:, 0].
     """
     cdef int NT = N * T, TH = T * H
     cdef int t
-    cdef Py_ssize_t n, j, last_row      # element offsets may exceed 2**31
+    cdef Py_ssize_t n, j, row           # element offsets may exceed 2**31
     cdef floating beta = 1 if full_dS else 0
     # dA_t = (dS_t + dA_{t+1} @ W_s^T) * phi'(S_t), newest step first
     for t in range(T - 1, -1, -1):
@@ -134,21 +134,27 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     gemm(True, False, I, H, NT, 1, X, I, G, H, 0, dW_x, H)
     # db (H,) = dA.sum over all rows
     colsum(G, NT, H, H, db)
-    # dW_s (H, H) = sum_t S[:, t-1]^T @ dA[:, t], S[:, -1] = h0. Row r of the flat S pairs
-    # with row r+1 of the flat dA; that is right for every row but each sequence's first
-    # step, where S[n-1, T-1] stands in for h0[n]. One GEMM over the shifted rows, then one
-    # (N, H) GEMM with D[n] = h0[n] - S[n-1, T-1] (S[-1, T-1] := 0) puts it right.
-    if NT > 1:
-        gemm(True, False, H, H, NT - 1, 1, S, H, G + H, H, 0, dW_s, H)
+    # dW_s (H, H) = sum_t S[:, t-1]^T @ dA[:, t], S[:, -1] = h0. In the flat (N*T, H) views,
+    # row r of S pairs with row r+1 of dA: right for every row but each sequence's first
+    # step, where S[n-1, T-1] would pair with dA[n, 0]. So those dA rows are set aside in D
+    # and zeroed, one GEMM takes all shifted pairs, and the rows are put back and paired
+    # with h0. (Subtracting the wrong pairs instead would cancel catastrophically when the
+    # states grow large.)
     for n in range(N):
+        row = n * <Py_ssize_t> TH                             # dA[n, 0]
         for j in range(H):
-            D[n * H + j] = h0[n * H + j]
+            D[n * H + j] = G[row + j]
+            if n > 0:
+                G[row + j] = 0
+    if NT > 1:
+        # dW_s = S_flat[:-1]^T (H, N*T-1) @ dA_flat[1:] (N*T-1, H)
+        gemm(True, False, H, H, NT - 1, 1, S, H, G + H, H, 0, dW_s, H)
     for n in range(1, N):
-        last_row = (n - 1) * <Py_ssize_t> TH + (T - 1) * <Py_ssize_t> H   # S[n-1, T-1]
+        row = n * <Py_ssize_t> TH
         for j in range(H):
-            D[n * H + j] -= S[last_row + j]
-    # dW_s += D^T (H, N) @ dA[:, 0] (N, H)
-    gemm(True, False, H, H, N, 1, D, H, G, TH, 1 if NT > 1 else 0, dW_s, H)
+            G[row + j] = D[n * H + j]
+    # dW_s += h0^T (H, N) @ dA[:, 0] (N, H)
+    gemm(True, False, H, H, N, 1, h0, H, D, H, 1 if NT > 1 else 0, dW_s, H)
     if dh0 != NULL:
         # dh0 (N, H) = dA[:, 0] (N, H) @ W_s^T
         gemm(False, True, N, H, H, 1, G, TH, W_s, H, 0, dh0, H)

@@ -33,7 +33,8 @@ def make_problem(N, T, I, H, O, *, dtype=np.float64, output="linear", target="se
 
 def assert_close(actual, desired, rtol, name=""):
     """|actual - desired| <= rtol * max(|desired|) elementwise: relative to the array's scale,
-    so that entries near zero do not demand impossible relative accuracy."""
+    so that entries near zero do not demand impossible relative accuracy. Arrays whose
+    largest entry is below 1e-30 (vanished gradients, float32 subnormals) count as zero."""
     actual, desired = np.asarray(actual), np.asarray(desired)
     assert actual.shape == desired.shape, (name, actual.shape, desired.shape)
     assert actual.dtype == desired.dtype, (name, actual.dtype, desired.dtype)

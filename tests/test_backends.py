@@ -87,3 +87,18 @@ def test_outputs_keep_dtype(backend):
         Y, S = fastrnn.elman_predict(*(p[k] for k in ("X", "h0", "W_x", "W_s", "b", "W_y",
                                                       "b_y")), backend=backend)
         assert Y.dtype == dtype and S.dtype == dtype
+
+
+def test_exploding_states_agree():
+    """Identity activation with a spectral radius > 1: states and gradients grow like
+    1.2**T. dW_s must still agree (a form of it that subtracts cross-sequence pairs cancels
+    catastrophically here)."""
+    for dtype, rtol in RTOL.items():
+        p = make_problem(6, 57, 3, 6, 7, dtype=dtype, target="last", seed=41, scale=1.5)
+        l_c, g_c = fastrnn.elman_loss_and_grad(**p, activation="identity", target="last")
+        l_n, g_n = fastrnn.elman_loss_and_grad(**p, activation="identity", target="last",
+                                               backend="numpy")
+        assert np.abs(g_n["W_s"]).max() > 1e8           # it really did explode
+        assert abs(l_c - l_n) <= rtol * abs(l_n)
+        for name in g_n:
+            assert_close(g_c[name], g_n[name], rtol, name)

@@ -13,6 +13,7 @@ scanned and copied before the size checks, unparseable dtype strings were accept
 model did not check params against its own sizes.
 """
 import json
+import os
 import re
 import subprocess
 import sys
@@ -427,7 +428,11 @@ HUGE_SPECS, HUGE_PARAMS = _huge_cases()
 
 @pytest.fixture(scope="module")
 def huge_results():
+    # cwd: the directory holding the fastrnn this process imported, so that the child
+    # (python -c puts its cwd first on sys.path) imports the same one, not a source tree.
+    home = os.path.dirname(os.path.dirname(os.path.abspath(fastrnn.__file__)))
     proc = subprocess.run([sys.executable, "-c", HUGE_SCRIPT], input=json.dumps(HUGE_SPECS),
+                          cwd=home,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
