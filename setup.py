@@ -5,6 +5,7 @@ C code at -O1 -g with AddressSanitizer and UBSan (run it with the sanitizer runt
 """
 import os
 
+import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -30,9 +31,10 @@ extensions = [
     Extension(
         "fastrnn._elman",
         sources=["fastrnn/_elman.pyx", "csrc/elman_kernels.c"],
-        include_dirs=["csrc"],
+        include_dirs=["csrc", np.get_include()],
         extra_compile_args=cflags,
         extra_link_args=ldflags,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
     )
 ]
 

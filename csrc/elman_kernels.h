@@ -61,4 +61,8 @@ double fr_xent_f32(float *Z, ptrdiff_t ld, const int64_t *y, ptrdiff_t rows, ptr
 double fr_xent_f64(double *Z, ptrdiff_t ld, const int64_t *y, ptrdiff_t rows, ptrdiff_t cols,
                    double scale);
 
+/* 1 if none of the n values is NaN or inf, else 0. */
+int fr_all_finite_f32(const float *a, ptrdiff_t n);
+int fr_all_finite_f64(const double *a, ptrdiff_t n);
+
 #endif

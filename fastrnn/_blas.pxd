@@ -13,6 +13,29 @@ from cython cimport floating
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 
 
+cdef inline void vecmat(bint trans_b, int n, int k, floating alpha,
+                        const floating *x, int incx, const floating *B, int ldb,
+                        floating beta, floating *y) noexcept nogil:
+    """y (n,) = alpha * x (k,) @ op(B) (k, n) + beta * y: a one-row GEMM as a GEMV.
+
+    Row-major B (k, n) is column-major B^T (n, k), so x @ B is ?gemv('N') on it, and for
+    trans_b the stored (n, k) B is column-major (k, n) and x @ B^T is ?gemv('T').
+    """
+    cdef char t = b'T' if trans_b else b'N'
+    cdef int one = 1, i
+    cdef int rows = k if trans_b else n   # column-major shape of what is stored
+    cdef int cols = n if trans_b else k
+    if beta == 0:
+        # y may hold garbage (even NaN): clear it rather than trust BLAS to ignore it
+        for i in range(n):
+            y[i] = 0
+        beta = 1
+    if floating is float:
+        sgemv(&t, &rows, &cols, &alpha, <float *> B, &ldb, <float *> x, &incx, &beta, y, &one)
+    else:
+        dgemv(&t, &rows, &cols, &alpha, <double *> B, &ldb, <double *> x, &incx, &beta, y, &one)
+
+
 cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                       floating alpha, const floating *A, int lda,
                       const floating *B, int ldb,
@@ -20,7 +43,13 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
     """C (m, n) = alpha * op(A) (m, k) @ op(B) (k, n) + beta * C, all row-major.
 
     With beta == 0, C is not read (it may hold garbage). k == 0 gives C = beta * C.
+    One-row products (m == 1: batch size 1) go to GEMV, which is several times faster
+    than GEMM's small-matrix path there.
     """
+    if m == 1 and k > 0:
+        # x = the one row of op(A): contiguous, or a column of A (stride lda) if trans_a
+        vecmat(trans_b, n, k, alpha, A, lda if trans_a else 1, B, ldb, beta, C)
+        return
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
     if floating is float:
@@ -30,20 +59,3 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *> B, &ldb, <double *> A, &lda,
               &beta, C, &ldc)
 
-
-cdef inline void vecmat(bint trans_b, int n, int k, floating alpha,
-                        const floating *x, const floating *B, int ldb,
-                        floating beta, floating *y) noexcept nogil:
-    """y (n,) = alpha * x (k,) @ op(B) (k, n) + beta * y: the m == 1 case of gemm as a GEMV.
-
-    Row-major B (k, n) is column-major B^T (n, k), so x @ B is ?gemv('N') on it and
-    x @ B^T is ?gemv('T').
-    """
-    cdef char t = b'T' if trans_b else b'N'
-    cdef int one = 1
-    cdef int rows = k if trans_b else n   # column-major shape of the stored B^T
-    cdef int cols = n if trans_b else k
-    if floating is float:
-        sgemv(&t, &rows, &cols, &alpha, <float *> B, &ldb, <float *> x, &one, &beta, y, &one)
-    else:
-        dgemv(&t, &rows, &cols, &alpha, <double *> B, &ldb, <double *> x, &one, &beta, y, &one)

@@ -3,7 +3,9 @@
 Every function here has the signature of its twin in fastrnn/reference.py and trusts its
 inputs: C-contiguous arrays of one float dtype, consistent non-empty shapes, sizes < 2**31
 (fastrnn/_validate.py checks all that at the public boundary). The work happens in cdef
-functions with the GIL released; Python only allocates the output arrays beforehand.
+functions with the GIL released; Python only allocates the output arrays beforehand and
+hands raw data pointers down (no memoryview set-up: at N=1 it would cost more than the
+arithmetic).
 
 Notation (row vectors, batch-first): X (N, T, I), h0 (N, H), S (N, T, H), W_x (I, H),
 W_s (H, H), b (H,), W_y (H, O), b_y (O,). Step t of a batch-first array A (N, T, K) is the
@@ -12,16 +14,21 @@ at A with leading dimension K.
 """
 import numpy as np
 
+cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
+from libc.string cimport memset
 
 from ._blas cimport gemm
 from ._kernels cimport (
     fr_bias_act_f32, fr_bias_act_f64, fr_act_grad_f32, fr_act_grad_f64,
     fr_colsum_f32, fr_colsum_f64, fr_add_bias_f32, fr_add_bias_f64,
     fr_softmax_f32, fr_softmax_f64, fr_mse_f32, fr_mse_f64, fr_xent_f32, fr_xent_f64,
+    fr_all_finite_f32, fr_all_finite_f64,
 )
 from .activations import ACTIVATIONS
+
+cnp.import_array()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,174 +203,214 @@ cdef double output_loss_and_grad(
 
 
 # ---------------------------------------------------------------------------------------------
-# Typed entry points (one specialisation per precision)
+# Whole computations, on one bundle of pointers. The precision is picked by the type of the
+# states pointer S passed alongside (every other array has the same dtype).
 
-cdef void _forward(const floating[:, :, ::1] X, const floating[:, ::1] h0,
-                   const floating[:, ::1] W_x, const floating[:, ::1] W_s,
-                   const floating[::1] b, floating[:, :, ::1] S, int act):
-    cdef int N = X.shape[0], T = X.shape[1], I = X.shape[2], H = W_s.shape[0]
-    with nogil:
-        recur_forward(&X[0, 0, 0], &h0[0, 0], &W_x[0, 0], &W_s[0, 0], &b[0], &S[0, 0, 0],
-                      N, T, I, H, act)
-
-
-cdef void _predict(const floating[:, :, ::1] X, const floating[:, ::1] h0,
-                   const floating[:, ::1] W_x, const floating[:, ::1] W_s,
-                   const floating[::1] b, const floating[:, ::1] W_y, const floating[::1] b_y,
-                   floating[:, :, ::1] S, floating[:, :, ::1] Yout, int act, bint use_softmax):
-    cdef int N = X.shape[0], T = X.shape[1], I = X.shape[2], H = W_s.shape[0]
-    cdef int O = W_y.shape[1]
-    with nogil:
-        recur_forward(&X[0, 0, 0], &h0[0, 0], &W_x[0, 0], &W_s[0, 0], &b[0], &S[0, 0, 0],
-                      N, T, I, H, act)
-        # Y (N*T, O) = S (N*T, H) @ W_y (H, O) + b_y
-        gemm(False, False, N * T, O, H, 1, &S[0, 0, 0], H, &W_y[0, 0], O, 0, &Yout[0, 0, 0], O)
-        add_bias(&Yout[0, 0, 0], N * T, O, &b_y[0])
-        if use_softmax:
-            softmax(&Yout[0, 0, 0], N * T, O)
-
-
-cdef void _backward(const floating[:, :, ::1] X, const floating[:, ::1] h0,
-                    const floating[:, ::1] W_x, const floating[:, ::1] W_s,
-                    const floating[:, :, ::1] S, floating[:, :, ::1] G,
-                    floating[:, :, ::1] dX, floating[:, ::1] dh0, floating[:, ::1] dW_x,
-                    floating[:, ::1] dW_s, floating[::1] db, floating[:, ::1] D, int act):
-    cdef int N = X.shape[0], T = X.shape[1], I = X.shape[2], H = W_s.shape[0]
-    with nogil:
-        recur_backward(&X[0, 0, 0], &h0[0, 0], &W_x[0, 0], &W_s[0, 0], &S[0, 0, 0],
-                       &G[0, 0, 0], True, &dX[0, 0, 0], &dh0[0, 0], &dW_x[0, 0],
-                       &dW_s[0, 0], &db[0], &D[0, 0], N, T, I, H, act)
+ctypedef struct Net:
+    # inputs, read only (void * because the precision is not known here)
+    void *X             # (N, T, I)
+    void *h0            # (N, H)
+    void *W_x           # (I, H)
+    void *W_s           # (H, H)
+    void *b             # (H,)
+    void *W_y           # (H, O)
+    void *b_y           # (O,)
+    void *Y             # real targets (rows, O), or NULL
+    int64_t *labels     # class labels (rows,), or NULL
+    # buffers and outputs
+    void *G             # (N, T, H) dLoss/dS, then dLoss/dA
+    void *Z             # (rows, O) outputs / logits, then their gradient
+    void *D             # (N, H) scratch
+    void *dX            # (N, T, I) or NULL
+    void *dh0           # (N, H) or NULL
+    void *dW_x
+    void *dW_s
+    void *db
+    void *dW_y
+    void *db_y
+    int N, T, In, H, O, act      # In = I (a C macro of that name comes with complex.h)
+    bint last, use_softmax
 
 
-cdef double _loss_and_grad(
-        const floating[:, :, ::1] X, const floating[::1] Y, const int64_t[::1] labels,
-        const floating[:, ::1] h0, const floating[:, ::1] W_x, const floating[:, ::1] W_s,
-        const floating[::1] b, const floating[:, ::1] W_y, const floating[::1] b_y,
-        floating[:, :, ::1] S, floating[:, :, ::1] G, floating[:, ::1] Z, floating[:, ::1] D,
-        floating[:, :, ::1] dX, floating[:, ::1] dh0, floating[:, ::1] dW_x,
-        floating[:, ::1] dW_s, floating[::1] db, floating[:, ::1] dW_y, floating[::1] db_y,
-        int act, bint last, bint use_softmax, bint input_grads):
-    cdef int N = X.shape[0], T = X.shape[1], I = X.shape[2], H = W_s.shape[0]
-    cdef int O = W_y.shape[1]
-    cdef double loss
-    cdef const floating *Yp = NULL
-    cdef const int64_t *labels_p = NULL
-    if use_softmax:
-        labels_p = &labels[0]
-    else:
-        Yp = &Y[0]
-    with nogil:
-        recur_forward(&X[0, 0, 0], &h0[0, 0], &W_x[0, 0], &W_s[0, 0], &b[0], &S[0, 0, 0],
-                      N, T, I, H, act)
-        loss = output_loss_and_grad(&S[0, 0, 0], &W_y[0, 0], &b_y[0], Yp, labels_p,
-                                    &Z[0, 0], &dW_y[0, 0], &db_y[0], &G[0, 0, 0],
-                                    N, T, H, O, last, use_softmax)
-        recur_backward(&X[0, 0, 0], &h0[0, 0], &W_x[0, 0], &W_s[0, 0], &S[0, 0, 0],
-                       &G[0, 0, 0], not last,
-                       &dX[0, 0, 0] if input_grads else NULL,
-                       &dh0[0, 0] if input_grads else NULL,
-                       &dW_x[0, 0], &dW_s[0, 0], &db[0], &D[0, 0], N, T, I, H, act)
+cdef void net_forward(Net *n, floating *S) noexcept nogil:
+    recur_forward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.W_x,
+                  <const floating *> n.W_s, <const floating *> n.b, S,
+                  n.N, n.T, n.In, n.H, n.act)
+
+
+cdef void net_predict(Net *n, floating *S) noexcept nogil:
+    cdef int rows = n.N * n.T
+    cdef floating *Z = <floating *> n.Z
+    net_forward(n, S)
+    # Y (N*T, O) = S (N*T, H) @ W_y (H, O) + b_y
+    gemm(False, False, rows, n.O, n.H, 1, S, n.H, <const floating *> n.W_y, n.O, 0, Z, n.O)
+    add_bias(Z, rows, n.O, <const floating *> n.b_y)
+    if n.use_softmax:
+        softmax(Z, rows, n.O)
+
+
+cdef void net_backward(Net *n, const floating *S, bint full_dS) noexcept nogil:
+    recur_backward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.W_x,
+                   <const floating *> n.W_s, S, <floating *> n.G, full_dS,
+                   <floating *> n.dX, <floating *> n.dh0, <floating *> n.dW_x,
+                   <floating *> n.dW_s, <floating *> n.db, <floating *> n.D,
+                   n.N, n.T, n.In, n.H, n.act)
+
+
+cdef double net_loss_and_grad(Net *n, floating *S) noexcept nogil:
+    net_forward(n, S)
+    cdef double loss = output_loss_and_grad(
+        S, <const floating *> n.W_y, <const floating *> n.b_y, <const floating *> n.Y,
+        n.labels, <floating *> n.Z, <floating *> n.dW_y, <floating *> n.db_y,
+        <floating *> n.G, n.N, n.T, n.H, n.O, n.last, n.use_softmax)
+    net_backward(n, S, not n.last)
     return loss
 
 
-# ---------------------------------------------------------------------------------------------
-# Python-facing functions: same signatures as fastrnn.reference
+cdef inline void *data(cnp.ndarray a) noexcept:
+    return cnp.PyArray_DATA(a)
 
-def forward(X, h0, W_x, W_s, b, activation):
+
+cdef inline bint is_float32(cnp.ndarray a) noexcept:
+    return cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
+
+
+cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s,
+                  cnp.ndarray b, str activation):
+    cdef Net n
+    memset(&n, 0, sizeof(Net))
+    n.X, n.h0, n.W_x, n.W_s, n.b = data(X), data(h0), data(W_x), data(W_s), data(b)
+    n.N, n.T, n.In, n.H = X.shape[0], X.shape[1], X.shape[2], W_s.shape[0]
+    n.act = ACTIVATIONS.index(activation)
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# Python-facing functions: same signatures as fastrnn.reference. Arguments are validated
+# (fastrnn._validate): C-contiguous ndarrays of one float dtype, consistent shapes.
+
+def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp.ndarray b,
+            str activation):
     """S (N, T, H): the states of the recurrence."""
-    S = np.empty((X.shape[0], X.shape[1], W_s.shape[0]), dtype=X.dtype)
-    cdef int act = ACTIVATIONS.index(activation)
-    if X.dtype == np.float32:
-        _forward[float](X, h0, W_x, W_s, b, S, act)
+    cdef Net n = make_net(X, h0, W_x, W_s, b, activation)
+    cdef cnp.ndarray S = np.empty((n.N, n.T, n.H), dtype=X.dtype)
+    cdef void *Sp = data(S)
+    if is_float32(X):
+        with nogil:
+            net_forward(&n, <float *> Sp)
     else:
-        _forward[double](X, h0, W_x, W_s, b, S, act)
+        with nogil:
+            net_forward(&n, <double *> Sp)
     return S
 
 
-def predict(X, h0, W_x, W_s, b, W_y, b_y, activation, output):
+def predict(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp.ndarray b,
+            cnp.ndarray W_y, cnp.ndarray b_y, str activation, str output):
     """(Y (N, T, O), S (N, T, H)): outputs (softmax probabilities if output == "softmax")."""
-    N, T, H, O = X.shape[0], X.shape[1], W_s.shape[0], W_y.shape[1]
-    S = np.empty((N, T, H), dtype=X.dtype)
-    Y = np.empty((N, T, O), dtype=X.dtype)
-    cdef int act = ACTIVATIONS.index(activation)
-    cdef bint use_softmax = output == "softmax"
-    if X.dtype == np.float32:
-        _predict[float](X, h0, W_x, W_s, b, W_y, b_y, S, Y, act, use_softmax)
+    cdef Net n = make_net(X, h0, W_x, W_s, b, activation)
+    n.W_y, n.b_y, n.O = data(W_y), data(b_y), W_y.shape[1]
+    n.use_softmax = output == "softmax"
+    cdef cnp.ndarray S = np.empty((n.N, n.T, n.H), dtype=X.dtype)
+    cdef cnp.ndarray Y = np.empty((n.N, n.T, n.O), dtype=X.dtype)
+    n.Z = data(Y)
+    cdef void *Sp = data(S)
+    if is_float32(X):
+        with nogil:
+            net_predict(&n, <float *> Sp)
     else:
-        _predict[double](X, h0, W_x, W_s, b, W_y, b_y, S, Y, act, use_softmax)
+        with nogil:
+            net_predict(&n, <double *> Sp)
     return Y, S
 
 
-def backward(X, h0, W_x, W_s, b, S, dS, activation):
+def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp.ndarray b,
+             cnp.ndarray S, cnp.ndarray dS, str activation):
     """BPTT gradients {"X", "h0", "W_x", "W_s", "b"} given dS = dLoss/dS (N, T, H)."""
-    N, T, I, H = X.shape[0], X.shape[1], X.shape[2], W_s.shape[0]
+    cdef Net n = make_net(X, h0, W_x, W_s, b, activation)
     dt = X.dtype
-    G = np.array(dS, dtype=dt, order="C", copy=True)   # becomes dA in place
-    grads = {"X": np.empty_like(X), "h0": np.empty((N, H), dt), "W_x": np.empty((I, H), dt),
-             "W_s": np.empty((H, H), dt), "b": np.empty(H, dt)}
-    D = np.empty((N, H), dt)
-    cdef int act = ACTIVATIONS.index(activation)
-    if dt == np.float32:
-        _backward[float](X, h0, W_x, W_s, S, G, grads["X"], grads["h0"], grads["W_x"],
-                         grads["W_s"], grads["b"], D, act)
+    G = dS.copy()                                       # becomes dA in place
+    grads = {"X": np.empty_like(X), "h0": np.empty((n.N, n.H), dt),
+             "W_x": np.empty((n.In, n.H), dt), "W_s": np.empty((n.H, n.H), dt),
+             "b": np.empty(n.H, dt)}
+    D = np.empty((n.N, n.H), dt)
+    n.G, n.D = data(G), data(D)
+    n.dX, n.dh0, n.dW_x = data(grads["X"]), data(grads["h0"]), data(grads["W_x"])
+    n.dW_s, n.db = data(grads["W_s"]), data(grads["b"])
+    cdef void *Sp = data(S)
+    if is_float32(X):
+        with nogil:
+            net_backward(&n, <const float *> Sp, True)
     else:
-        _backward[double](X, h0, W_x, W_s, S, G, grads["X"], grads["h0"], grads["W_x"],
-                          grads["W_s"], grads["b"], D, act)
+        with nogil:
+            net_backward(&n, <const double *> Sp, True)
     return grads
 
 
-def loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation, output, target, input_grads):
+def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
+                  cnp.ndarray W_s, cnp.ndarray b, cnp.ndarray W_y, cnp.ndarray b_y,
+                  str activation, str output, str target, bint input_grads):
     """(loss, grads): the mean loss and its gradient for every parameter, in one pass.
 
     Y: real targets (N, T, O) / (N, O) for output "linear", int64 labels (N, T) / (N,) for
     "softmax"; target "sequence" scores every step, "last" only the last one. grads has
     "W_x", "W_s", "b", "W_y", "b_y", and "X", "h0" too if input_grads.
     """
-    N, T, I, H, O = X.shape[0], X.shape[1], X.shape[2], W_s.shape[0], W_y.shape[1]
+    cdef Net n = make_net(X, h0, W_x, W_s, b, activation)
+    n.W_y, n.b_y, n.O = data(W_y), data(b_y), W_y.shape[1]
+    n.last, n.use_softmax = target == "last", output == "softmax"
+    if n.use_softmax:
+        n.labels = <int64_t *> data(Y)
+    else:
+        n.Y = data(Y)
     dt = X.dtype
-    cdef bint last = target == "last"
-    cdef bint use_softmax = output == "softmax"
-    cdef int act = ACTIVATIONS.index(activation)
-    rows = N if last else N * T
-    S = np.empty((N, T, H), dt)
+    cdef int N = n.N, T = n.T, H = n.H, O = n.O
+    cdef cnp.ndarray S = np.empty((N, T, H), dt)
     G = np.empty((N, T, H), dt)
-    Z = np.empty((rows, O), dt)
+    Z = np.empty((N if n.last else N * T, O), dt)
     D = np.empty((N, H), dt)
-    grads = {"W_x": np.empty((I, H), dt), "W_s": np.empty((H, H), dt), "b": np.empty(H, dt),
+    grads = {"W_x": np.empty((n.In, H), dt), "W_s": np.empty((H, H), dt), "b": np.empty(H, dt),
              "W_y": np.empty((H, O), dt), "b_y": np.empty(O, dt)}
+    n.G, n.Z, n.D = data(G), data(Z), data(D)
+    n.dW_x, n.dW_s, n.db = data(grads["W_x"]), data(grads["W_s"]), data(grads["b"])
+    n.dW_y, n.db_y = data(grads["W_y"]), data(grads["b_y"])
     if input_grads:
-        dX, dh0 = np.empty_like(X), np.empty((N, H), dt)
-        grads["X"], grads["h0"] = dX, dh0
+        grads["X"], grads["h0"] = np.empty_like(X), np.empty((N, H), dt)
+        n.dX, n.dh0 = data(grads["X"]), data(grads["h0"])
+    cdef void *Sp = data(S)
+    cdef double loss
+    if is_float32(X):
+        with nogil:
+            loss = net_loss_and_grad(&n, <float *> Sp)
     else:
-        dX, dh0 = np.empty((1, 1, 1), dt), np.empty((1, 1), dt)   # never written
-    if use_softmax:
-        labels, Yflat = Y.reshape(-1), np.empty(1, dt)
-    else:
-        labels, Yflat = np.empty(1, np.int64), Y.reshape(-1)
-    if dt == np.float32:
-        loss = _loss_and_grad[float](
-            X, Yflat, labels, h0, W_x, W_s, b, W_y, b_y, S, G, Z, D, dX, dh0,
-            grads["W_x"], grads["W_s"], grads["b"], grads["W_y"], grads["b_y"],
-            act, last, use_softmax, input_grads)
-    else:
-        loss = _loss_and_grad[double](
-            X, Yflat, labels, h0, W_x, W_s, b, W_y, b_y, S, G, Z, D, dX, dh0,
-            grads["W_x"], grads["W_s"], grads["b"], grads["W_y"], grads["b_y"],
-            act, last, use_softmax, input_grads)
+        with nogil:
+            loss = net_loss_and_grad(&n, <double *> Sp)
     return loss, grads
 
 
-cdef void _act_rows(floating[:, ::1] Z, int act):
-    with nogil:
-        bias_act(&Z[0, 0], Z.shape[0], Z.shape[1], Z.shape[1], NULL, act)
-
-
-def activation_(Z, activation):
+def activation_(cnp.ndarray Z, str activation):
     """Z <- phi(Z) in place with the C kernel (Z: C-contiguous float32/float64). For tests."""
     cdef int act = ACTIVATIONS.index(activation)
-    flat = Z.reshape(1, -1)
-    if Z.dtype == np.float32:
-        _act_rows[float](flat, act)
+    cdef Py_ssize_t size = Z.size
+    cdef void *p = data(Z)
+    if is_float32(Z):
+        with nogil:
+            bias_act(<float *> p, 1, size, size, NULL, act)
     else:
-        _act_rows[double](flat, act)
+        with nogil:
+            bias_act(<double *> p, 1, size, size, NULL, act)
     return Z
+
+
+def all_finite(cnp.ndarray a):
+    """True if the C-contiguous float32/float64 array a has no NaN or inf (one vectorised
+    pass, no temporary)."""
+    cdef Py_ssize_t size = a.size
+    cdef void *p = data(a)
+    cdef bint ok
+    if is_float32(a):
+        with nogil:
+            ok = fr_all_finite_f32(<const float *> p, size)
+    else:
+        with nogil:
+            ok = fr_all_finite_f64(<const double *> p, size)
+    return ok

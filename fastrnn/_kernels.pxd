@@ -28,3 +28,5 @@ cdef extern from "elman_kernels.h" nogil:
                        Py_ssize_t cols, double scale)
     double fr_xent_f64(double *Z, Py_ssize_t ld, const int64_t *y, Py_ssize_t rows,
                        Py_ssize_t cols, double scale)
+    bint fr_all_finite_f32(const float *a, Py_ssize_t n)
+    bint fr_all_finite_f64(const double *a, Py_ssize_t n)

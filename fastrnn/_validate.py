@@ -5,6 +5,7 @@ compiled code goes through here. Errors name the argument, what it was and what 
 TypeError for a wrong type or dtype, ValueError for a wrong shape or value, MemoryError for
 a request larger than the machine's available memory.
 """
+import functools
 import operator
 import os
 
@@ -12,7 +13,14 @@ import numpy as np
 
 from .activations import ACTIVATIONS
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+try:        # one vectorised pass without a temporary; np.isfinite(x).all() if not built
+    from ._elman import all_finite as _all_finite
+except ImportError:
+    def _all_finite(x):
+        return bool(np.isfinite(x).all())
+
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+FLOAT_DTYPES = (_F32, _F64)
 OUTPUTS = ("linear", "softmax")
 TARGETS = ("sequence", "last")
 BACKENDS = ("cython", "numpy")
@@ -63,14 +71,16 @@ def float_array(x, name, dims, dtype=None, finish=True, dtype_of="X"):
     returns x as it is: callers check sizes before anything scans or copies a huge x, then
     call finished().
     """
-    ndim = len([d for d in dims.strip("()").split(",") if d.strip()])
+    ndim = _ndim(dims)
     if not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)
         except (ValueError, TypeError) as exc:
             raise TypeError(f"{name} must be a float array of shape {dims}; "
                             f"it cannot be converted to an array: {exc}") from None
-    native = x.dtype.newbyteorder("=") if x.dtype.kind == "f" else x.dtype
+    native = x.dtype
+    if native is not _F32 and native is not _F64 and native.kind == "f":
+        native = native.newbyteorder("=")             # byte-swapped: compared as native
     if native not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be a float32 or float64 array; got dtype {x.dtype}")
     if dtype is not None and native != dtype:
@@ -85,13 +95,19 @@ def float_array(x, name, dims, dtype=None, finish=True, dtype_of="X"):
     return finished(x, name) if finish else x
 
 
+@functools.lru_cache(maxsize=None)
+def _ndim(dims):
+    """Number of axes in a shape description such as "(N, T, I)" or "(H,)"."""
+    return len([d for d in dims.strip("()").split(",") if d.strip()])
+
+
 def finished(x, name):
     """x (a float array that passed float_array's checks) made C-contiguous and native, and
     checked finite."""
     if not (x.flags.c_contiguous and x.dtype.isnative):   # a copy is coming
         memory(x.size * x.dtype.itemsize, f"{name} (shape {x.shape}, copied to be contiguous)")
         x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
-    if not np.isfinite(x).all():
+    if not _all_finite(x):
         raise ValueError(f"{name} contains NaN or inf (shape {x.shape}); inputs and weights "
                          f"must be finite")
     return x
@@ -111,7 +127,7 @@ def recurrence(X, h0, W_x, W_s, b, W_y=None, b_y=None):
     (say, broadcast) input fails at once instead of allocating.
     """
     X = float_array(X, "X", "(N, T, I)", finish=False)
-    dt = X.dtype.newbyteorder("=")
+    dt = X.dtype if X.dtype.isnative else X.dtype.newbyteorder("=")
     N, T, I = X.shape
     W_s = float_array(W_s, "W_s", "(H, H)", dt, finish=False)
     H = W_s.shape[0]
@@ -129,8 +145,8 @@ def recurrence(X, h0, W_x, W_s, b, W_y=None, b_y=None):
     else:
         W_y, b_y = output_layer(W_y, b_y, H, dt, finish=False)
         blas_sizes(N=N, T=T, I=I, H=H, O=W_y.shape[1])
-    X, W_s, W_x, b = (finished(a, n) for a, n in ((X, "X"), (W_s, "W_s"), (W_x, "W_x"),
-                                                    (b, "b")))
+    X, W_s, W_x, b = finished(X, "X"), finished(W_s, "W_s"), finished(W_x, "W_x"), \
+        finished(b, "b")
     h0 = np.zeros((N, H), dt) if h0 is None else finished(h0, "h0")
     if W_y is None:
         return X, h0, W_x, W_s, b

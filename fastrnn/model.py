@@ -116,7 +116,7 @@ class ElmanRNN:
     def _input(self, X):
         """X checked against the model: dtype and input size (shape errors name X)."""
         X = _validate.float_array(X, "X", "(N, T, I)", self.dtype, finish=False,
-                                  dtype_of=f"the model (dtype={self.dtype.name!r})")
+                                  dtype_of="the model")
         if X.shape[2] != self.input_size:
             raise ValueError(f"X must have shape (N, T, I) with I = input_size = "
                              f"{self.input_size}; got {X.shape}")
