@@ -113,6 +113,12 @@ class ElmanRNN:
         return elman_loss_and_grad(X, Y_target, h0, W_x, W_s, b, W_y, b_y, self.activation,
                                    self.output, target, self.backend)
 
+    def save(self, path, metadata=None):
+        """Write the model to path (.npz of the parameters with JSON metadata), atomically:
+        see fastrnn.io.save. Load it back with fastrnn.load(path)."""
+        from .io import save
+        save(self, path, metadata=metadata)
+
     def _input(self, X):
         """X checked against the model: dtype and input size (shape errors name X)."""
         X = _validate.float_array(X, "X", "(N, T, I)", self.dtype, finish=False,
