@@ -19,7 +19,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
-from ._blas cimport gemm
+from ._blas cimport gemm, gemm_step
 from ._kernels cimport (
     fr_bias_act_f32, fr_bias_act_f64, fr_act_grad_f32, fr_act_grad_f64,
     fr_colsum_f32, fr_colsum_f64, fr_add_bias_f32, fr_add_bias_f64,
@@ -107,7 +107,7 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *W
         else:
             prev, ld_prev = S + (t - 1) * H, TH
         # S[:, t] (N, H) += S[:, t-1] (N, H) @ W_s (H, H)
-        gemm(False, False, N, H, H, 1, prev, ld_prev, W_s, H, 1, S + t * H, TH)
+        gemm_step(N, H, H, prev, ld_prev, W_s, H, 1, S + t * H, TH)
         # S[:, t] = phi(S[:, t] + b), in place
         bias_act(S + t * H, N, H, TH, b, act)
 
@@ -115,24 +115,30 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *W
 cdef void recur_backward(const floating *X, const floating *h0, const floating *W_x,
                          const floating *W_s, const floating *S, floating *G, bint full_dS,
                          floating *dX, floating *dh0, floating *dW_x, floating *dW_s,
-                         floating *db, floating *D,
+                         floating *db, floating *D, floating *W_sT,
                          int N, int T, int I, int H, int act) noexcept nogil:
     """Backpropagation through time.
 
     On entry G (N, T, H) holds dLoss/dS from the output layer: at every step if full_dS,
     else only at the last step (G[:, :T-1] is then scratch, never read). On exit G holds
     dA_t = dLoss/d(pre-activation of step t). dX (N, T, I) and dh0 (N, H) may be NULL (not
-    wanted). D is an (N, H) scratch buffer; on exit it holds dA[:, 0].
+    wanted). D is an (N, H) scratch buffer; on exit it holds dA[:, 0]. W_sT is (H, H)
+    scratch for W_s^T.
     """
     cdef int NT = N * T, TH = T * H
     cdef int t
     cdef Py_ssize_t n, j, row           # element offsets may exceed 2**31
     cdef floating beta = 1 if full_dS else 0
+    # An explicit W_s^T, once: the per-step product is then a plain "NN" GEMM, which
+    # OpenBLAS serves from its small-matrix kernels without packing W_s^T every step.
+    for n in range(H):
+        for j in range(H):
+            W_sT[j * H + n] = W_s[n * H + j]
     # dA_t = (dS_t + dA_{t+1} @ W_s^T) * phi'(S_t), newest step first
     for t in range(T - 1, -1, -1):
         if t < T - 1:
-            # G[:, t] (N, H) (+)= G[:, t+1] (N, H) @ W_s^T (H, H)
-            gemm(False, True, N, H, H, 1, G + (t + 1) * H, TH, W_s, H, beta, G + t * H, TH)
+            # G[:, t] (N, H) (+)= G[:, t+1] (N, H) @ W_sT (H, H)
+            gemm_step(N, H, H, G + (t + 1) * H, TH, W_sT, H, beta, G + t * H, TH)
         # G[:, t] *= phi'(S[:, t])
         act_grad(G + t * H, TH, S + t * H, TH, N, H, act)
 
@@ -221,6 +227,7 @@ ctypedef struct Net:
     void *G             # (N, T, H) dLoss/dS, then dLoss/dA
     void *Z             # (rows, O) outputs / logits, then their gradient
     void *D             # (N, H) scratch
+    void *W_sT          # (H, H) scratch
     void *dX            # (N, T, I) or NULL
     void *dh0           # (N, H) or NULL
     void *dW_x
@@ -254,6 +261,7 @@ cdef void net_backward(Net *n, const floating *S, bint full_dS) noexcept nogil:
                    <const floating *> n.W_s, S, <floating *> n.G, full_dS,
                    <floating *> n.dX, <floating *> n.dh0, <floating *> n.dW_x,
                    <floating *> n.dW_s, <floating *> n.db, <floating *> n.D,
+                   <floating *> n.W_sT,
                    n.N, n.T, n.In, n.H, n.act)
 
 
@@ -332,8 +340,8 @@ def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cn
     grads = {"X": np.empty_like(X), "h0": np.empty((n.N, n.H), dt),
              "W_x": np.empty((n.In, n.H), dt), "W_s": np.empty((n.H, n.H), dt),
              "b": np.empty(n.H, dt)}
-    D = np.empty((n.N, n.H), dt)
-    n.G, n.D = data(G), data(D)
+    D, W_sT = np.empty((n.N, n.H), dt), np.empty((n.H, n.H), dt)
+    n.G, n.D, n.W_sT = data(G), data(D), data(W_sT)
     n.dX, n.dh0, n.dW_x = data(grads["X"]), data(grads["h0"]), data(grads["W_x"])
     n.dW_s, n.db = data(grads["W_s"]), data(grads["b"])
     cdef void *Sp = data(S)
@@ -367,10 +375,10 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
     cdef cnp.ndarray S = np.empty((N, T, H), dt)
     G = np.empty((N, T, H), dt)
     Z = np.empty((N if n.last else N * T, O), dt)
-    D = np.empty((N, H), dt)
+    D, W_sT = np.empty((N, H), dt), np.empty((H, H), dt)
     grads = {"W_x": np.empty((n.In, H), dt), "W_s": np.empty((H, H), dt), "b": np.empty(H, dt),
              "W_y": np.empty((H, O), dt), "b_y": np.empty(O, dt)}
-    n.G, n.Z, n.D = data(G), data(Z), data(D)
+    n.G, n.Z, n.D, n.W_sT = data(G), data(Z), data(D), data(W_sT)
     n.dW_x, n.dW_s, n.db = data(grads["W_x"]), data(grads["W_s"]), data(grads["b"])
     n.dW_y, n.db_y = data(grads["W_y"]), data(grads["b_y"])
     if input_grads:
