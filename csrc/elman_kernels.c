@@ -205,12 +205,17 @@ FR_CLONES void fr_softmax_##SFX(T *Z, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t 
 }                                                                                             \
                                                                                               \
 FR_CLONES double fr_mse_##SFX(T *Z, ptrdiff_t ldz, const T *Y, ptrdiff_t ldy,                 \
-                              ptrdiff_t rows, ptrdiff_t cols, double scale)                   \
+                              ptrdiff_t rows, ptrdiff_t cols, double scale,                   \
+                              const uint8_t *valid)                                           \
 {                                                                                             \
     const T two_scale = (T)(2.0 * scale);                                                     \
     double total = 0;                                                                         \
     for (ptrdiff_t r = 0; r < rows; ++r) {                                                    \
         T *restrict z = Z + r * ldz;                                                          \
+        if (valid && !valid[r]) {                                                             \
+            for (ptrdiff_t c = 0; c < cols; ++c) z[c] = 0;                                    \
+            continue;                                                                         \
+        }                                                                                     \
         const T *restrict y = Y + r * ldy;                                                    \
         T row_sum = 0;                                                                        \
         for (ptrdiff_t c = 0; c < cols; ++c) {                                                \
@@ -224,11 +229,15 @@ FR_CLONES double fr_mse_##SFX(T *Z, ptrdiff_t ldz, const T *Y, ptrdiff_t ldy,   
 }                                                                                             \
                                                                                               \
 FR_CLONES double fr_xent_##SFX(T *Z, ptrdiff_t ld, const int64_t *y, ptrdiff_t rows,          \
-                               ptrdiff_t cols, double scale)                                  \
+                               ptrdiff_t cols, double scale, const uint8_t *valid)            \
 {                                                                                             \
     double total = 0;                                                                         \
     for (ptrdiff_t r = 0; r < rows; ++r) {                                                    \
         T *restrict z = Z + r * ld;                                                           \
+        if (valid && !valid[r]) {                                                             \
+            for (ptrdiff_t c = 0; c < cols; ++c) z[c] = 0;                                    \
+            continue;                                                                         \
+        }                                                                                     \
         const int64_t k = y[r];                                                               \
         /* -log softmax(z)[k] = log(sum exp(z - m)) - (z[k] - m); z[k] - m is read before     \
          * the row is overwritten: after exp it is exp(z[k] - m). */                          \

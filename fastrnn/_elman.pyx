@@ -16,8 +16,8 @@ import numpy as np
 
 cimport numpy as cnp
 from cython cimport floating
-from libc.stdint cimport int64_t
-from libc.string cimport memset
+from libc.stdint cimport int64_t, uint8_t
+from libc.string cimport memcpy, memset
 
 from ._blas cimport gemm, gemm_step
 from ._kernels cimport (
@@ -74,19 +74,19 @@ cdef inline void softmax(floating *Z, Py_ssize_t rows, Py_ssize_t cols) noexcept
 
 
 cdef inline double mse(floating *Z, const floating *Y, Py_ssize_t rows, Py_ssize_t cols,
-                       double scale) noexcept nogil:
+                       double scale, const uint8_t *valid) noexcept nogil:
     if floating is float:
-        return fr_mse_f32(Z, cols, Y, cols, rows, cols, scale)
+        return fr_mse_f32(Z, cols, Y, cols, rows, cols, scale, valid)
     else:
-        return fr_mse_f64(Z, cols, Y, cols, rows, cols, scale)
+        return fr_mse_f64(Z, cols, Y, cols, rows, cols, scale, valid)
 
 
 cdef inline double xent(floating *Z, const int64_t *y, Py_ssize_t rows, Py_ssize_t cols,
-                        double scale) noexcept nogil:
+                        double scale, const uint8_t *valid) noexcept nogil:
     if floating is float:
-        return fr_xent_f32(Z, cols, y, rows, cols, scale)
+        return fr_xent_f32(Z, cols, y, rows, cols, scale, valid)
     else:
-        return fr_xent_f64(Z, cols, y, rows, cols, scale)
+        return fr_xent_f64(Z, cols, y, rows, cols, scale, valid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,10 +94,16 @@ cdef inline double xent(floating *Z, const int64_t *y, Py_ssize_t rows, Py_ssize
 
 cdef void recur_forward(const floating *X, const floating *h0, const floating *W_x,
                         const floating *W_s, const floating *b, floating *S,
+                        const int64_t *lengths,
                         int N, int T, int I, int H, int act) noexcept nogil:
-    """S[:, t] = phi(X[:, t] @ W_x + S[:, t-1] @ W_s + b), S[:, -1] = h0."""
+    """S[:, t] = phi(X[:, t] @ W_x + S[:, t-1] @ W_s + b), S[:, -1] = h0.
+
+    lengths (N,) (NULL: all T): past its end (t >= lengths[n]) a sequence keeps its state,
+    S[n, t] = S[n, t-1], so S[:, T-1] holds every sequence's last valid state.
+    """
     cdef int NT = N * T, TH = T * H
     cdef int t, ld_prev
+    cdef Py_ssize_t n
     cdef const floating *prev
     # S (N*T, H) = X (N*T, I) @ W_x (I, H): the input projection of every step, one GEMM
     gemm(False, False, NT, H, I, 1, X, I, W_x, H, 0, S, H)
@@ -110,12 +116,18 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *W
         gemm_step(N, H, H, prev, ld_prev, W_s, H, 1, S + t * H, TH)
         # S[:, t] = phi(S[:, t] + b), in place
         bias_act(S + t * H, N, H, TH, b, act)
+        if lengths != NULL:
+            for n in range(N):
+                if t >= lengths[n]:     # ended: carry the state (t >= 1 as lengths >= 1)
+                    memcpy(S + n * <Py_ssize_t> TH + t * H,
+                           S + n * <Py_ssize_t> TH + (t - 1) * H, H * sizeof(floating))
 
 
 cdef void recur_backward(const floating *X, const floating *h0, const floating *W_x,
                          const floating *W_s, const floating *S, floating *G, bint full_dS,
                          floating *dX, floating *dh0, floating *dW_x, floating *dW_s,
                          floating *db, floating *D, floating *W_sT,
+                         const int64_t *lengths,
                          int N, int T, int I, int H, int act) noexcept nogil:
     """Backpropagation through time.
 
@@ -123,7 +135,8 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     else only at the last step (G[:, :T-1] is then scratch, never read). On exit G holds
     dA_t = dLoss/d(pre-activation of step t). dX (N, T, I) and dh0 (N, H) may be NULL (not
     wanted). D is an (N, H) scratch buffer; on exit it holds dA[:, 0]. W_sT is (H, H)
-    scratch for W_s^T.
+    scratch for W_s^T. lengths as in recur_forward: dA is zero past a sequence's end (its
+    carried states get no gradient: nothing past the end is scored).
     """
     cdef int NT = N * T, TH = T * H
     cdef int t
@@ -141,6 +154,10 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
             gemm_step(N, H, H, G + (t + 1) * H, TH, W_sT, H, beta, G + t * H, TH)
         # G[:, t] *= phi'(S[:, t])
         act_grad(G + t * H, TH, S + t * H, TH, N, H, act)
+        if lengths != NULL:
+            for n in range(N):
+                if t >= lengths[n]:
+                    memset(G + n * <Py_ssize_t> TH + t * H, 0, H * sizeof(floating))
 
     # Weight gradients: one GEMM over all N*T rows each (the "merged" form).
     # dW_x (I, H) = X^T (I, N*T) @ dA (N*T, H)
@@ -179,32 +196,51 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
 cdef double output_loss_and_grad(
         const floating *S, const floating *W_y, const floating *b_y,
         const floating *Y, const int64_t *labels, floating *Z,
-        floating *dW_y, floating *db_y, floating *G,
+        floating *dW_y, floating *db_y, floating *G, floating *D,
+        const int64_t *lengths, const uint8_t *valid,
         int N, int T, int H, int O, bint last, bint use_softmax) noexcept nogil:
     """Output layer, loss, its gradients, and dLoss/dS written into G (see recur_backward).
 
     Z (rows, O) is scratch for the logits and then their gradient; rows = N if last else N*T.
     Y holds real targets (linear output) or labels the class indices (softmax output).
+    With lengths (N,): target "sequence" scores only the rows marked in valid (N*T), and
+    target "last" scores each sequence's last valid state (which recur_forward carried to
+    S[:, T-1]) and puts its gradient at that step; G is then filled entirely (zeros
+    elsewhere) and recur_backward must be told full_dS. D (N, H) is scratch.
     """
     cdef int TH = T * H
     cdef int rows = N if last else N * T
     cdef int ld_out = TH if last else H          # rows of the states the loss sees
     cdef const floating *S_out = S + (T - 1) * H if last else S
-    cdef double loss
+    cdef double loss, count = rows
+    cdef Py_ssize_t n
+    if lengths != NULL and not last:
+        count = 0
+        for n in range(N):
+            count += lengths[n]
     # Z (rows, O) = S_out (rows, H) @ W_y (H, O) + b_y
     gemm(False, False, rows, O, H, 1, S_out, ld_out, W_y, O, 0, Z, O)
     add_bias(Z, rows, O, b_y)
     # loss and, in place, Z <- dLoss/dZ. Means as in PyTorch: over targets (cross-entropy)
     # or over every output element (MSE).
     if use_softmax:
-        loss = xent(Z, labels, rows, O, 1.0 / rows) / rows
+        loss = xent(Z, labels, rows, O, 1.0 / count, valid) / count
     else:
-        loss = mse(Z, Y, rows, O, 1.0 / (<double> rows * O)) / (<double> rows * O)
+        loss = mse(Z, Y, rows, O, 1.0 / (count * O), valid) / (count * O)
     # dW_y (H, O) = S_out^T (H, rows) @ dZ (rows, O);  db_y = dZ.sum over rows
     gemm(True, False, H, O, rows, 1, S_out, ld_out, Z, O, 0, dW_y, O)
     colsum(Z, rows, O, O, db_y)
-    # dLoss/dS_out (rows, H) = dZ (rows, O) @ W_y^T (O, H)
-    gemm(False, True, rows, H, O, 1, Z, O, W_y, O, 0, G + (T - 1) * H if last else G, ld_out)
+    if last and lengths != NULL:
+        # D (N, H) = dZ (N, O) @ W_y^T, placed at each sequence's last valid step
+        gemm(False, True, N, H, O, 1, Z, O, W_y, O, 0, D, H)
+        memset(G, 0, N * <Py_ssize_t> TH * sizeof(floating))
+        for n in range(N):
+            memcpy(G + n * <Py_ssize_t> TH + (lengths[n] - 1) * H, D + n * H,
+                   H * sizeof(floating))
+    else:
+        # dLoss/dS_out (rows, H) = dZ (rows, O) @ W_y^T (O, H)
+        gemm(False, True, rows, H, O, 1, Z, O, W_y, O, 0, G + (T - 1) * H if last else G,
+             ld_out)
     return loss
 
 
@@ -228,6 +264,8 @@ ctypedef struct Net:
     void *Z             # (rows, O) outputs / logits, then their gradient
     void *D             # (N, H) scratch
     void *W_sT          # (H, H) scratch
+    int64_t *lengths    # (N,) valid steps per sequence, or NULL (all T)
+    uint8_t *valid      # (N*T,) 1 where a step is scored (target "sequence" with lengths)
     void *dX            # (N, T, I) or NULL
     void *dh0           # (N, H) or NULL
     void *dW_x
@@ -241,7 +279,7 @@ ctypedef struct Net:
 
 cdef void net_forward(Net *n, floating *S) noexcept nogil:
     recur_forward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.W_x,
-                  <const floating *> n.W_s, <const floating *> n.b, S,
+                  <const floating *> n.W_s, <const floating *> n.b, S, n.lengths,
                   n.N, n.T, n.In, n.H, n.act)
 
 
@@ -261,7 +299,7 @@ cdef void net_backward(Net *n, const floating *S, bint full_dS) noexcept nogil:
                    <const floating *> n.W_s, S, <floating *> n.G, full_dS,
                    <floating *> n.dX, <floating *> n.dh0, <floating *> n.dW_x,
                    <floating *> n.dW_s, <floating *> n.db, <floating *> n.D,
-                   <floating *> n.W_sT,
+                   <floating *> n.W_sT, n.lengths,
                    n.N, n.T, n.In, n.H, n.act)
 
 
@@ -270,8 +308,9 @@ cdef double net_loss_and_grad(Net *n, floating *S) noexcept nogil:
     cdef double loss = output_loss_and_grad(
         S, <const floating *> n.W_y, <const floating *> n.b_y, <const floating *> n.Y,
         n.labels, <floating *> n.Z, <floating *> n.dW_y, <floating *> n.db_y,
-        <floating *> n.G, n.N, n.T, n.H, n.O, n.last, n.use_softmax)
-    net_backward(n, S, not n.last)
+        <floating *> n.G, <floating *> n.D, n.lengths, n.valid,
+        n.N, n.T, n.H, n.O, n.last, n.use_softmax)
+    net_backward(n, S, not n.last or n.lengths != NULL)
     return loss
 
 
@@ -284,12 +323,15 @@ cdef inline bint is_float32(cnp.ndarray a) noexcept:
 
 
 cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s,
-                  cnp.ndarray b, str activation):
+                  cnp.ndarray b, str activation, lengths):
+    """The Net for these arrays; lengths: None or a validated int64 (N,) array."""
     cdef Net n
     memset(&n, 0, sizeof(Net))
     n.X, n.h0, n.W_x, n.W_s, n.b = data(X), data(h0), data(W_x), data(W_s), data(b)
     n.N, n.T, n.In, n.H = X.shape[0], X.shape[1], X.shape[2], W_s.shape[0]
     n.act = ACTIVATIONS.index(activation)
+    if lengths is not None:
+        n.lengths = <int64_t *> data(lengths)
     return n
 
 
@@ -298,9 +340,9 @@ cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_
 # (fastrnn._validate): C-contiguous ndarrays of one float dtype, consistent shapes.
 
 def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp.ndarray b,
-            str activation):
-    """S (N, T, H): the states of the recurrence."""
-    cdef Net n = make_net(X, h0, W_x, W_s, b, activation)
+            str activation, lengths=None):
+    """S (N, T, H): the states of the recurrence (carried past each sequence's length)."""
+    cdef Net n = make_net(X, h0, W_x, W_s, b, activation, lengths)
     cdef cnp.ndarray S = np.empty((n.N, n.T, n.H), dtype=X.dtype)
     cdef void *Sp = data(S)
     if is_float32(X):
@@ -313,9 +355,9 @@ def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp
 
 
 def predict(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp.ndarray b,
-            cnp.ndarray W_y, cnp.ndarray b_y, str activation, str output):
+            cnp.ndarray W_y, cnp.ndarray b_y, str activation, str output, lengths=None):
     """(Y (N, T, O), S (N, T, H)): outputs (softmax probabilities if output == "softmax")."""
-    cdef Net n = make_net(X, h0, W_x, W_s, b, activation)
+    cdef Net n = make_net(X, h0, W_x, W_s, b, activation, lengths)
     n.W_y, n.b_y, n.O = data(W_y), data(b_y), W_y.shape[1]
     n.use_softmax = output == "softmax"
     cdef cnp.ndarray S = np.empty((n.N, n.T, n.H), dtype=X.dtype)
@@ -332,9 +374,10 @@ def predict(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp
 
 
 def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp.ndarray b,
-             cnp.ndarray S, cnp.ndarray dS, str activation):
-    """BPTT gradients {"X", "h0", "W_x", "W_s", "b"} given dS = dLoss/dS (N, T, H)."""
-    cdef Net n = make_net(X, h0, W_x, W_s, b, activation)
+             cnp.ndarray S, cnp.ndarray dS, str activation, lengths=None):
+    """BPTT gradients {"X", "h0", "W_x", "W_s", "b"} given dS = dLoss/dS (N, T, H).
+    With lengths, dS past a sequence's end is ignored."""
+    cdef Net n = make_net(X, h0, W_x, W_s, b, activation, lengths)
     dt = X.dtype
     G = dS.copy()                                       # becomes dA in place
     grads = {"X": np.empty_like(X), "h0": np.empty((n.N, n.H), dt),
@@ -356,14 +399,17 @@ def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cn
 
 def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
                   cnp.ndarray W_s, cnp.ndarray b, cnp.ndarray W_y, cnp.ndarray b_y,
-                  str activation, str output, str target, bint input_grads):
+                  str activation, str output, str target, bint input_grads, lengths=None,
+                  bint return_state=False):
     """(loss, grads): the mean loss and its gradient for every parameter, in one pass.
 
     Y: real targets (N, T, O) / (N, O) for output "linear", int64 labels (N, T) / (N,) for
     "softmax"; target "sequence" scores every step, "last" only the last one. grads has
-    "W_x", "W_s", "b", "W_y", "b_y", and "X", "h0" too if input_grads.
+    "W_x", "W_s", "b", "W_y", "b_y", and "X", "h0" too if input_grads. lengths (N,): steps
+    past a sequence's end are not scored; "last" scores its last valid step. With
+    return_state, returns (loss, grads, h_last) with h_last (N, H) the final states.
     """
-    cdef Net n = make_net(X, h0, W_x, W_s, b, activation)
+    cdef Net n = make_net(X, h0, W_x, W_s, b, activation, lengths)
     n.W_y, n.b_y, n.O = data(W_y), data(b_y), W_y.shape[1]
     n.last, n.use_softmax = target == "last", output == "softmax"
     if n.use_softmax:
@@ -384,6 +430,9 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
     if input_grads:
         grads["X"], grads["h0"] = np.empty_like(X), np.empty((N, H), dt)
         n.dX, n.dh0 = data(grads["X"]), data(grads["h0"])
+    if lengths is not None and not n.last:
+        valid = (np.arange(T) < lengths[:, None]).view(np.uint8)     # (N, T) scored steps
+        n.valid = <uint8_t *> data(valid)
     cdef void *Sp = data(S)
     cdef double loss
     if is_float32(X):
@@ -392,6 +441,8 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
     else:
         with nogil:
             loss = net_loss_and_grad(&n, <double *> Sp)
+    if return_state:
+        return loss, grads, S[:, T - 1].copy()
     return loss, grads
 
 

@@ -1,5 +1,5 @@
 # Declarations of the vectorised element-wise C kernels in csrc/elman_kernels.c.
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
 
 cdef extern from "elman_kernels.h" nogil:
     void fr_bias_act_f32(float *Z, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
@@ -21,12 +21,12 @@ cdef extern from "elman_kernels.h" nogil:
     void fr_softmax_f32(float *Z, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld)
     void fr_softmax_f64(double *Z, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld)
     double fr_mse_f32(float *Z, Py_ssize_t ldz, const float *Y, Py_ssize_t ldy,
-                      Py_ssize_t rows, Py_ssize_t cols, double scale)
+                      Py_ssize_t rows, Py_ssize_t cols, double scale, const uint8_t *valid)
     double fr_mse_f64(double *Z, Py_ssize_t ldz, const double *Y, Py_ssize_t ldy,
-                      Py_ssize_t rows, Py_ssize_t cols, double scale)
+                      Py_ssize_t rows, Py_ssize_t cols, double scale, const uint8_t *valid)
     double fr_xent_f32(float *Z, Py_ssize_t ld, const int64_t *y, Py_ssize_t rows,
-                       Py_ssize_t cols, double scale)
+                       Py_ssize_t cols, double scale, const uint8_t *valid)
     double fr_xent_f64(double *Z, Py_ssize_t ld, const int64_t *y, Py_ssize_t rows,
-                       Py_ssize_t cols, double scale)
+                       Py_ssize_t cols, double scale, const uint8_t *valid)
     bint fr_all_finite_f32(const float *a, Py_ssize_t n)
     bint fr_all_finite_f64(const double *a, Py_ssize_t n)

@@ -174,10 +174,30 @@ def states(S, name, N, T, H, dt):
     return finished(S, name)
 
 
-def targets(Y, output, target, N, T, O, dt):
+def lengths(lengths, N, T):
+    """Validated sequence lengths: None, or integers in [1, T], shape (N,), as int64."""
+    if lengths is None:
+        return None
+    if not isinstance(lengths, np.ndarray):
+        lengths = np.asarray(lengths)
+    if lengths.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be an integer array of shape (N,); got dtype "
+                        f"{lengths.dtype}")
+    if lengths.shape != (N,):
+        raise ValueError(f"lengths must have shape (N,) = ({N},) to match X; got "
+                         f"{lengths.shape}")
+    lo, hi = lengths.min(), lengths.max()
+    if lo < 1 or hi > T:
+        raise ValueError(f"lengths must lie in [1, T] = [1, {T}]; got values from {lo} to "
+                         f"{hi}")
+    return np.ascontiguousarray(lengths, dtype=np.int64)
+
+
+def targets(Y, output, target, N, T, O, dt, lengths=None):
     """Validated targets: for output "linear", real values of dtype dt with shape (N, T, O)
     (target "sequence") or (N, O) ("last"); for "softmax", integer class labels in [0, O)
-    with shape (N, T) or (N,), returned as int64."""
+    with shape (N, T) or (N,), returned as int64. With lengths (validated), labels past a
+    sequence's end are not looked at (any padding value will do) and come back as 0."""
     seq = target == "sequence"
     if output == "linear":
         dims, shape = ("(N, T, O)", (N, T, O)) if seq else ("(N, O)", (N, O))
@@ -193,10 +213,18 @@ def targets(Y, output, target, N, T, O, dt):
     if Y.shape != shape:
         raise ValueError(f"Y must have shape {dims} = {shape} for output='softmax', "
                          f"target={target!r}; got {Y.shape}")
-    lo, hi = Y.min(), Y.max()
+    scored = None
+    if lengths is not None and seq:
+        scored = np.arange(T) < lengths[:, None]
+        if scored.all():
+            scored = None
+    seen = Y if scored is None else Y[scored]          # in its own dtype: no wrap-around
+    lo, hi = seen.min(), seen.max()
     if lo < 0 or hi >= O:
         raise ValueError(f"Y class labels must lie in [0, O) = [0, {O}); got values from "
                          f"{lo} to {hi}")
+    if scored is not None:
+        Y = np.where(scored, Y, 0)
     return np.ascontiguousarray(Y, dtype=np.int64)
 
 

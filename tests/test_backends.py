@@ -19,21 +19,25 @@ problems = st.fixed_dictionaries({
     "target": st.sampled_from(["sequence", "last"]),
     "scale": st.floats(0.1, 1.5),
     "seed": st.integers(0, 2**32 - 1),
+    "ragged": st.booleans(),          # variable lengths
 })
 
 
 def build(c):
     p = make_problem(c["N"], c["T"], c["I"], c["H"], c["O"], dtype=c["dtype"],
                      output=c["output"], target=c["target"], seed=c["seed"], scale=c["scale"])
-    return p, RTOL[c["dtype"]]
+    lengths = None
+    if c["ragged"]:
+        lengths = np.random.default_rng(c["seed"]).integers(1, c["T"] + 1, size=c["N"])
+    return p, RTOL[c["dtype"]], lengths
 
 
 @settings(max_examples=150, deadline=None)
 @given(problems)
 def test_loss_and_grad_agree(c):
-    p, rtol = build(c)
+    p, rtol, lengths = build(c)
     kw = dict(activation=c["activation"], output=c["output"], target=c["target"],
-              input_grads=True)
+              input_grads=True, lengths=lengths)
     loss_c, g_c = fastrnn.elman_loss_and_grad(**p, **kw, backend="cython")
     loss_n, g_n = fastrnn.elman_loss_and_grad(**p, **kw, backend="numpy")
     assert isinstance(loss_c, float) and isinstance(loss_n, float)
@@ -46,23 +50,25 @@ def test_loss_and_grad_agree(c):
 @settings(max_examples=100, deadline=None)
 @given(problems)
 def test_forward_predict_backward_agree(c):
-    p, rtol = build(c)
+    p, rtol, lengths = build(c)
     rec = {k: p[k] for k in ("X", "h0", "W_x", "W_s", "b")}
     act = c["activation"]
-    S_c = fastrnn.elman_forward(**rec, activation=act, backend="cython")
-    S_n = fastrnn.elman_forward(**rec, activation=act, backend="numpy")
+    S_c = fastrnn.elman_forward(**rec, activation=act, backend="cython", lengths=lengths)
+    S_n = fastrnn.elman_forward(**rec, activation=act, backend="numpy", lengths=lengths)
     assert_close(S_c, S_n, rtol, "S")
 
     Y_c, S2_c = fastrnn.elman_predict(**rec, W_y=p["W_y"], b_y=p["b_y"], activation=act,
-                                      output=c["output"], backend="cython")
+                                      output=c["output"], backend="cython", lengths=lengths)
     Y_n, _ = fastrnn.elman_predict(**rec, W_y=p["W_y"], b_y=p["b_y"], activation=act,
-                                   output=c["output"], backend="numpy")
+                                   output=c["output"], backend="numpy", lengths=lengths)
     assert_close(Y_c, Y_n, rtol, "Y")
     np.testing.assert_array_equal(S2_c, S_c)
 
     dS = np.random.default_rng(c["seed"]).standard_normal(S_n.shape).astype(c["dtype"])
-    g_c = fastrnn.elman_backward(**rec, S=S_n, dS=dS, activation=act, backend="cython")
-    g_n = fastrnn.elman_backward(**rec, S=S_n, dS=dS, activation=act, backend="numpy")
+    g_c = fastrnn.elman_backward(**rec, S=S_n, dS=dS, activation=act, backend="cython",
+                                 lengths=lengths)
+    g_n = fastrnn.elman_backward(**rec, S=S_n, dS=dS, activation=act, backend="numpy",
+                                 lengths=lengths)
     for name in g_n:
         assert_close(g_c[name], g_n[name], rtol, name)
 
