@@ -8,9 +8,13 @@ pure-NumPy reference with the same signatures.
 from .activations import ACTIVATIONS
 from .functional import (elman_backward, elman_forward, elman_loss_and_grad, elman_predict,
                          get_backend)
+from .io import from_torch_state_dict, load, read_metadata, save, to_torch_state_dict
 from .model import ElmanRNN
+from .train import Callback, EarlyStopping, History, ModelCheckpoint
 
 __version__ = "0.1.0"
 
-__all__ = ["ACTIVATIONS", "ElmanRNN", "elman_backward", "elman_forward", "elman_loss_and_grad",
-           "elman_predict", "get_backend", "__version__"]
+__all__ = ["ACTIVATIONS", "Callback", "EarlyStopping", "ElmanRNN", "History", "ModelCheckpoint",
+           "elman_backward", "elman_forward", "elman_loss_and_grad", "elman_predict",
+           "from_torch_state_dict", "get_backend", "load", "read_metadata", "save",
+           "to_torch_state_dict", "__version__"]

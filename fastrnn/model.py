@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _validate
 from .functional import elman_loss_and_grad, elman_predict, get_backend
+from .init import init_params
 
 PARAM_NAMES = ("W_x", "W_s", "b", "W_y", "b_y")
 
@@ -29,8 +30,13 @@ class ElmanRNN:
     dtype : {"float32", "float64"}
         Dtype of the parameters; inputs must have the same one.
     seed : int or None
-        Seed of the initialisation. Weights start as in PyTorch's nn.RNN + nn.Linear:
-        uniform in [-1/sqrt(H), 1/sqrt(H)].
+        Seed of the initialisation (and of fit's shuffling).
+    init : {"uniform", "glorot", "orthogonal", "identity"}
+        Initialisation scheme (fastrnn.init): "uniform" is PyTorch's nn.RNN + nn.Linear
+        default, U(-1/sqrt(H), 1/sqrt(H)); "orthogonal" an orthogonal W_s (Keras);
+        "identity" the IRNN W_s = I (for relu).
+    spectral_radius : float or None
+        If given, W_s is rescaled to this spectral radius after initialisation.
     backend : {"cython", "numpy"}
         Compiled kernels, or the pure-NumPy reference.
 
@@ -42,7 +48,8 @@ class ElmanRNN:
     """
 
     def __init__(self, input_size, hidden_size, output_size, activation="tanh",
-                 output="linear", dtype="float32", seed=0, backend="cython"):
+                 output="linear", dtype="float32", seed=0, backend="cython", init="uniform",
+                 spectral_radius=None):
         self.input_size = _validate.positive_int(input_size, "input_size")
         self.hidden_size = _validate.positive_int(hidden_size, "hidden_size")
         self.output_size = _validate.positive_int(output_size, "output_size")
@@ -51,22 +58,15 @@ class ElmanRNN:
         self.dtype = _validate.float_dtype(dtype)
         get_backend(backend)                      # fail now, not at the first forward
         self.backend = backend
-        self.seed = seed
-        I, H, O = self.input_size, self.hidden_size, self.output_size
-        _validate.memory((I * H + H * H + H * O + H + O) * self.dtype.itemsize,
-                         "ElmanRNN parameters")
-        try:
-            rng = np.random.default_rng(seed)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"seed must be None, a non-negative int or a numpy Generator/"
-                            f"SeedSequence; got {seed!r} ({exc})") from None
-        k = 1.0 / np.sqrt(H)
-
-        def uniform(*shape):
-            return rng.uniform(-k, k, size=shape).astype(self.dtype)
-
-        self.params = {"W_x": uniform(I, H), "W_s": uniform(H, H), "b": uniform(H),
-                       "W_y": uniform(H, O), "b_y": uniform(O)}
+        if seed is not None and (isinstance(seed, (bool, np.bool_)) or
+                                 not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise TypeError(f"seed must be None or a non-negative int; got {seed!r}")
+        self.seed = None if seed is None else int(seed)
+        self.init = init
+        self.spectral_radius = spectral_radius
+        self.params = init_params(self.input_size, self.hidden_size, self.output_size,
+                                  scheme=init, rng=self.seed, dtype=self.dtype,
+                                  spectral_radius=spectral_radius)
 
     def __repr__(self):
         return (f"ElmanRNN(input_size={self.input_size}, hidden_size={self.hidden_size}, "
@@ -112,6 +112,52 @@ class ElmanRNN:
         X = self._input(X)
         return elman_loss_and_grad(X, Y_target, h0, W_x, W_s, b, W_y, b_y, self.activation,
                                    self.output, target, self.backend)
+
+    def step(self, x, h=None):
+        """One time step of streaming inference: (y, h_new) for input x (N, I) or (I,) and
+        state h (N, H) or (H,) (None: zeros). y is (N, O) or (O,) (probabilities for a
+        softmax output). Feed h_new back in for the next step."""
+        single = np.ndim(x) == 1
+        x = _validate.float_array(x, "x", "(I,)" if single else "(N, I)", self.dtype,
+                                  finish=False, dtype_of="the model")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"x must have {self.input_size} (input_size) features in its "
+                             f"last axis; got shape {x.shape}")
+        X = x.reshape(1, 1, -1) if single else x[:, None, :]
+        if h is not None:
+            h = _validate.float_array(h, "h", "(H,)" if single else "(N, H)", self.dtype,
+                                      finish=False, dtype_of="the model")
+            h = h.reshape(1, -1) if single else h
+        W_x, W_s, b, W_y, b_y = self._weights()
+        Y, S = elman_predict(X, h, W_x, W_s, b, W_y, b_y, self.activation, self.output,
+                             self.backend)
+        if single:
+            return Y[0, 0], S[0, 0]
+        return Y[:, 0], S[:, 0]
+
+    def fit(self, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
+            clip_norm=5.0, clip_value=None, tbptt=None, lengths=None, target="sequence",
+            validation_data=None, callbacks=(), shuffle=True, progress=None,
+            max_bad_steps=10, seed=None):
+        """Train on X (N, T, I) and targets Y (as for loss_and_grad); returns a History.
+
+        optimizer: "sgd", "adagrad", "rmsprop", "adam", or a fastrnn.optim.Optimizer
+        (class or instance); lr=None is its default. clip_norm: clip the global gradient
+        norm (None: off); clip_value: clip each entry. tbptt=k: truncated BPTT in chunks of
+        k steps, the state carried across chunks, one update per chunk. lengths (N,):
+        variable-length sequences. validation_data: (X_val, Y_val[, lengths_val]).
+        callbacks: fastrnn.train.Callback objects (EarlyStopping, ModelCheckpoint).
+        progress: tqdm bar; None = only on a terminal. A step with a NaN/inf loss,
+        gradient or update is skipped; max_bad_steps in a row raise FloatingPointError.
+        seed: of the shuffling (default: the model's seed): the same seed and thread count
+        give bit-identical weights.
+        """
+        from .train import fit
+        return fit(self, X, Y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                   lr=lr, clip_norm=clip_norm, clip_value=clip_value, tbptt=tbptt,
+                   lengths=lengths, target=target, validation_data=validation_data,
+                   callbacks=callbacks, shuffle=shuffle, progress=progress,
+                   max_bad_steps=max_bad_steps, seed=seed)
 
     def save(self, path, metadata=None):
         """Write the model to path (.npz of the parameters with JSON metadata), atomically:
