@@ -128,6 +128,9 @@ class ElmanRNN:
             h = _validate.float_array(h, "h", "(H,)" if single else "(N, H)", self.dtype,
                                       finish=False, dtype_of="the model")
             h = h.reshape(1, -1) if single else h
+            if h.shape != (X.shape[0], self.hidden_size):
+                raise ValueError(f"h must have shape (N, H) = {(X.shape[0], self.hidden_size)}"
+                                 f" to match x {x.shape}; got {h.shape}")
         W_x, W_s, b, W_y, b_y = self._weights()
         Y, S = elman_predict(X, h, W_x, W_s, b, W_y, b_y, self.activation, self.output,
                              self.backend)
