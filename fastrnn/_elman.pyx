@@ -17,6 +17,7 @@ import numpy as np
 cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t, uint8_t
+from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
 
 from ._blas cimport gemm, gemm_step
@@ -89,6 +90,18 @@ cdef inline double xent(floating *Z, const int64_t *y, Py_ssize_t rows, Py_ssize
         return fr_xent_f64(Z, cols, y, rows, cols, scale, valid)
 
 
+cdef inline void row_norms(const floating *A, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
+                           double *out, Py_ssize_t out_stride) noexcept nogil:
+    """out[r * out_stride] = ||A[r, :cols]||_2 (summed in double)."""
+    cdef Py_ssize_t r, c
+    cdef double acc
+    for r in range(rows):
+        acc = 0
+        for c in range(cols):
+            acc += <double> A[r * ld + c] * A[r * ld + c]
+        out[r * out_stride] = sqrt(acc)
+
+
 # ---------------------------------------------------------------------------------------------
 # The recurrence and its backward pass
 
@@ -127,7 +140,7 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
                          const floating *W_s, const floating *S, floating *G, bint full_dS,
                          floating *dX, floating *dh0, floating *dW_x, floating *dW_s,
                          floating *db, floating *D, floating *W_sT,
-                         const int64_t *lengths,
+                         const int64_t *lengths, double *state_norms,
                          int N, int T, int I, int H, int act) noexcept nogil:
     """Backpropagation through time.
 
@@ -136,7 +149,9 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     dA_t = dLoss/d(pre-activation of step t). dX (N, T, I) and dh0 (N, H) may be NULL (not
     wanted). D is an (N, H) scratch buffer; on exit it holds dA[:, 0]. W_sT is (H, H)
     scratch for W_s^T. lengths as in recur_forward: dA is zero past a sequence's end (its
-    carried states get no gradient: nothing past the end is scored).
+    carried states get no gradient: nothing past the end is scored). state_norms (N, T) or
+    NULL: receives ||dLoss/dS[n, t]||, the full gradient reaching each state (what the
+    vanishing-gradient diagnostics plot), read off on the way.
     """
     cdef int NT = N * T, TH = T * H
     cdef int t
@@ -152,6 +167,8 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
         if t < T - 1:
             # G[:, t] (N, H) (+)= G[:, t+1] (N, H) @ W_sT (H, H)
             gemm_step(N, H, H, G + (t + 1) * H, TH, W_sT, H, beta, G + t * H, TH)
+        if state_norms != NULL:             # G[:, t] is dLoss/dS_t here
+            row_norms(G + t * H, N, H, TH, state_norms + t, T)
         # G[:, t] *= phi'(S[:, t])
         act_grad(G + t * H, TH, S + t * H, TH, N, H, act)
         if lengths != NULL:
@@ -266,6 +283,7 @@ ctypedef struct Net:
     void *W_sT          # (H, H) scratch
     int64_t *lengths    # (N,) valid steps per sequence, or NULL (all T)
     uint8_t *valid      # (N*T,) 1 where a step is scored (target "sequence" with lengths)
+    double *state_norms # (N, T) ||dLoss/dS[n, t]||, or NULL
     void *dX            # (N, T, I) or NULL
     void *dh0           # (N, H) or NULL
     void *dW_x
@@ -299,7 +317,7 @@ cdef void net_backward(Net *n, const floating *S, bint full_dS) noexcept nogil:
                    <const floating *> n.W_s, S, <floating *> n.G, full_dS,
                    <floating *> n.dX, <floating *> n.dh0, <floating *> n.dW_x,
                    <floating *> n.dW_s, <floating *> n.db, <floating *> n.D,
-                   <floating *> n.W_sT, n.lengths,
+                   <floating *> n.W_sT, n.lengths, n.state_norms,
                    n.N, n.T, n.In, n.H, n.act)
 
 
@@ -400,14 +418,15 @@ def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cn
 def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
                   cnp.ndarray W_s, cnp.ndarray b, cnp.ndarray W_y, cnp.ndarray b_y,
                   str activation, str output, str target, bint input_grads, lengths=None,
-                  bint return_state=False):
+                  bint return_state=False, bint state_grad_norms=False):
     """(loss, grads): the mean loss and its gradient for every parameter, in one pass.
 
     Y: real targets (N, T, O) / (N, O) for output "linear", int64 labels (N, T) / (N,) for
     "softmax"; target "sequence" scores every step, "last" only the last one. grads has
     "W_x", "W_s", "b", "W_y", "b_y", and "X", "h0" too if input_grads. lengths (N,): steps
     past a sequence's end are not scored; "last" scores its last valid step. With
-    return_state, returns (loss, grads, h_last) with h_last (N, H) the final states.
+    return_state, returns (loss, grads, h_last) with h_last (N, H) the final states. With
+    state_grad_norms, grads["state_grad_norms"] (N, T) float64 holds ||dLoss/dS[n, t]||.
     """
     cdef Net n = make_net(X, h0, W_x, W_s, b, activation, lengths)
     n.W_y, n.b_y, n.O = data(W_y), data(b_y), W_y.shape[1]
@@ -430,6 +449,9 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
     if input_grads:
         grads["X"], grads["h0"] = np.empty_like(X), np.empty((N, H), dt)
         n.dX, n.dh0 = data(grads["X"]), data(grads["h0"])
+    if state_grad_norms:
+        grads["state_grad_norms"] = np.empty((N, T), np.float64)
+        n.state_norms = <double *> data(grads["state_grad_norms"])
     if lengths is not None and not n.last:
         valid = (np.arange(T) < lengths[:, None]).view(np.uint8)     # (N, T) scored steps
         n.valid = <uint8_t *> data(valid)

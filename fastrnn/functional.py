@@ -87,7 +87,7 @@ def elman_predict(X, h0, W_x, W_s, b, W_y, b_y, activation="tanh", output="linea
 
 def elman_loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation="tanh", output="linear",
                         target="sequence", backend="cython", input_grads=False,
-                        lengths=None, return_state=False):
+                        lengths=None, return_state=False, state_grad_norms=False):
     """(loss, grads) of an Elman network with its output layer, in one call.
 
     output "linear": Y real (N, T, O) for target "sequence", (N, O) for "last"; loss is the
@@ -97,7 +97,9 @@ def elman_loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation="tanh", outp
     With lengths, target "last" scores each sequence's last valid step, and "sequence" only
     the valid steps (labels past the end are ignored, so any padding value will do). With
     return_state, returns (loss, grads, h_last): h_last (N, H) the final states, for
-    carrying into the next chunk of a long sequence (truncated BPTT).
+    carrying into the next chunk of a long sequence (truncated BPTT). With state_grad_norms,
+    grads["state_grad_norms"] (N, T) float64 holds ||dLoss/dS[n, t]||, the gradient that
+    reaches each state through every path (read off during the backward pass).
     """
     be = get_backend(backend)
     _validate.choice(activation, "activation", _validate.ACTIVATIONS)
@@ -111,4 +113,5 @@ def elman_loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation="tanh", outp
     _validate.memory((2 * N * T * H + N * T * O + (X.size if input_grads else 0)) * X.itemsize,
                      "elman_loss_and_grad")
     return be.loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation, output, target,
-                            bool(input_grads), lengths, bool(return_state))
+                            bool(input_grads), lengths, bool(return_state),
+                            bool(state_grad_norms))

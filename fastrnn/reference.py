@@ -59,13 +59,14 @@ def backward(X, h0, W_x, W_s, b, S, dS, activation, lengths=None):
 
 
 def loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation, output, target, input_grads,
-                  lengths=None, return_state=False):
+                  lengths=None, return_state=False, state_grad_norms=False):
     """(loss, grads): the mean loss and its gradient for every parameter.
 
     Y: real targets (N, T, O) / (N, O) for output "linear", integer labels (N, T) / (N,)
     for "softmax"; target "sequence" scores every step, "last" only the last one (with
     lengths: each sequence's last valid step). grads has "W_x", "W_s", "b", "W_y", "b_y",
     and "X", "h0" too if input_grads. With return_state, returns (loss, grads, h_last).
+    With state_grad_norms, grads["state_grad_norms"] (N, T) holds ||dLoss/dS[n, t]||.
     """
     N, T, _ = X.shape
     S = forward(X, h0, W_x, W_s, b, activation, lengths)
@@ -83,8 +84,11 @@ def loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation, output, target, i
         dS[np.arange(N), last] = dS_out
     else:
         dS = dS_out
-    _backpropagate_(dS, S, W_s, activation, lengths)     # dS becomes dA
+    norms = np.empty((N, T)) if state_grad_norms else None
+    _backpropagate_(dS, S, W_s, activation, lengths, norms)   # dS becomes dA
     grads = _recurrence_grads(X, h0, W_x, W_s, S, dS, input_grads)
+    if state_grad_norms:
+        grads["state_grad_norms"] = norms
     O = W_y.shape[1]
     grads["W_y"] = S_out.reshape(-1, S.shape[2]).T @ dZ.reshape(-1, O)
     grads["b_y"] = dZ.reshape(-1, O).sum(axis=0)
@@ -95,19 +99,22 @@ def loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation, output, target, i
 
 # ---------------------------------------------------------------------------------------------
 
-def _backpropagate_(dA, S, W_s, activation, lengths=None):
-    """dA (N, T, H) holds dLoss/dS on entry and dLoss/dA (pre-activation) on exit."""
+def _backpropagate_(dA, S, W_s, activation, lengths=None, state_norms=None):
+    """dA (N, T, H) holds dLoss/dS on entry and dLoss/dA (pre-activation) on exit.
+    state_norms (N, T), if given, receives ||dLoss/dS_t|| per sequence (all paths summed)."""
     dphi = activations.derivative(activation, S)           # phi'(A_t) for all steps at once
     T = S.shape[1]
     if lengths is not None:                                # no gradient past the end
         dphi[np.arange(T) >= lengths[:, None]] = 0
     tmp = np.empty_like(dA[:, 0])
-    dA[:, T - 1] *= dphi[:, T - 1]
-    for t in range(T - 2, -1, -1):
-        np.matmul(dA[:, t + 1], W_s.T, out=tmp)
-        da_t = dA[:, t]
-        da_t += tmp
-        da_t *= dphi[:, t]
+    for t in range(T - 1, -1, -1):
+        da_t = dA[:, t]                  # dLoss/dS_t = dS_t + dA_{t+1} W_s^T
+        if t < T - 1:
+            np.matmul(dA[:, t + 1], W_s.T, out=tmp)
+            da_t += tmp
+        if state_norms is not None:
+            state_norms[:, t] = np.linalg.norm(da_t.astype(np.float64), axis=1)
+        da_t *= dphi[:, t]               # dA_t = dLoss/dS_t * phi'(A_t)
 
 
 def _recurrence_grads(X, h0, W_x, W_s, S, dA, input_grads=True):
