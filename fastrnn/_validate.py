@@ -199,6 +199,8 @@ def targets(Y, output, target, N, T, O, dt, lengths=None):
     with shape (N, T) or (N,), returned as int64. With lengths (validated), labels past a
     sequence's end are not looked at (any padding value will do) and come back as 0."""
     seq = target == "sequence"
+    if output == "linear" and O == 1 and np.ndim(Y) == (2 if seq else 1):
+        Y = np.asarray(Y)[..., None]          # one output: (N, T) / (N,) targets accepted
     if output == "linear":
         dims, shape = ("(N, T, O)", (N, T, O)) if seq else ("(N, O)", (N, O))
         Y = float_array(Y, "Y", dims, dt, finish=False)
