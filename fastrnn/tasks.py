@@ -66,7 +66,7 @@ def adding_problem(n_sequences, T, seed=0, dtype="float32"):
     Each step is a pair (value in U[-1, 1], marker). Lengths are random in [T, T + T/10].
     Exactly two pairs are marked with 1.0: one among the first ten (its value is X_1), one
     among the first T/2 - 1 still unmarked pairs (X_2). The first and last pairs have marker
-    -1 unless marked, all others 0; if the first pair is marked, X_1 is set to 0. The target,
+    -1 unless marked, all others 0; if the first pair is marked, its value is set to 0. The target,
     given at the end, is 0.5 + (X_1 + X_2) / 4; a sequence is processed correctly if the
     absolute error is below 0.04.
 
@@ -87,7 +87,9 @@ def adding_problem(n_sequences, T, seed=0, dtype="float32"):
     i2 = i2 + (i2 >= i1)
     X[rows, 0, 1] = -1.0
     X[rows, lengths - 1, 1] = -1.0
-    X[rows, 0, 0] = np.where(i1 == 0, 0.0, X[rows, 0, 0])       # "X_1 is set to zero"
+    # "in the rare case where the first pair gets marked, we set X_1 to zero": the value
+    # of a marked first pair is zeroed (whichever of the two marks it carries)
+    X[rows, 0, 0] = np.where((i1 == 0) | (i2 == 0), 0.0, X[rows, 0, 0])
     X[rows, i1, 1] = 1.0
     X[rows, i2, 1] = 1.0
     Y = 0.5 + (X[rows, i1, 0] + X[rows, i2, 0]) / 4.0
