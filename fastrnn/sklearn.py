@@ -1,0 +1,481 @@
+"""scikit-learn estimators: ElmanRegressor and ElmanClassifier.
+
+    from fastrnn.sklearn import ElmanClassifier
+    clf = ElmanClassifier().fit(X_train, y_train)      # X (n_samples, n_timesteps, n_features)
+    clf.score(X_test, y_test)
+
+Both estimators wrap an ElmanRNN (fitted model in ``model_``) trained with ElmanRNN.fit; their
+hyperparameters carry the names of ElmanRNN's and fit's arguments. Inputs:
+
+- X of shape (n_samples, n_timesteps, n_features): one sequence per sample;
+- X of shape (n_samples, n_timesteps): univariate sequences, read as X[..., None], so the
+  estimators follow flat-feature transformers (StandardScaler, ...) in a Pipeline. Each
+  column is then one time step, in column order.
+
+X is converted to the model's dtype (float32 by default); NaN/inf, complex and sparse input
+are refused. scikit-learn is an optional dependency of fastrnn: this module imports it, the
+rest of fastrnn does not.
+"""
+import numbers
+import warnings
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.metrics import r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.utils import assert_all_finite, check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import (check_array, check_consistent_length, check_is_fitted,
+                                      column_or_1d, validate_data)
+
+from . import _validate
+from .model import ElmanRNN
+from .optim import CosineLR, Optimizer, make_optimizer
+from .train import EarlyStopping
+
+__all__ = ["ElmanRegressor", "ElmanClassifier"]
+
+_SEED_MAX = np.iinfo(np.int32).max
+_LR_SCHEDULES = ("cosine", "constant")
+
+
+class _ElmanBase(BaseEstimator):
+    """What the regressor and the classifier share: input checks, the model, training."""
+
+    _output = None            # "linear" or "softmax", set by the subclasses
+
+    def __init__(self, hidden_size=32, activation="tanh", init="orthogonal",
+                 spectral_radius=None, epochs=50, batch_size=32, optimizer="adam", lr=3e-3,
+                 lr_schedule="cosine", clip_norm=5.0, tbptt=None, dtype="float32",
+                 backend="cython", random_state=None, warm_start=False, early_stopping=False,
+                 validation_fraction=0.1, n_iter_no_change=10, verbose=False):
+        self.hidden_size = hidden_size
+        self.activation = activation
+        self.init = init
+        self.spectral_radius = spectral_radius
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.lr = lr
+        self.lr_schedule = lr_schedule
+        self.clip_norm = clip_norm
+        self.tbptt = tbptt
+        self.dtype = dtype
+        self.backend = backend
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True      # (n_samples, n_timesteps, n_features)
+        return tags
+
+    # ---- inputs ---------------------------------------------------------------------------
+
+    def _check_X(self, X, reset):
+        """X as a C-contiguous (n_samples, n_timesteps, n_features) array of the model dtype.
+
+        n_features_in_ is sklearn's count of input columns: for 2-D X the number of columns
+        (= time steps, each one scalar input), for 3-D X the features per step. After fit,
+        2-D X must have the same number of columns; 3-D X the same features per step but
+        any number of steps."""
+        dtype = _validate.float_dtype(self.dtype)
+        X = validate_data(self, X, reset=reset, accept_sparse=False, dtype=dtype,
+                          order="C", ensure_all_finite=True, allow_nd=True, ensure_2d=False)
+        if X.ndim not in (2, 3):
+            raise ValueError(
+                f"Expected a 2D array (n_samples, n_timesteps) or a 3D array (n_samples, "
+                f"n_timesteps, n_features), got {X.ndim}D array instead: shape {X.shape}. "
+                f"Reshape your data using array.reshape(-1, 1) if it is one univariate "
+                f"sequence per sample of a single step, or array.reshape(1, -1) if it is "
+                f"a single sequence.")
+        for axis, what in ((1, "time step(s)" if X.ndim == 3 else "feature(s)"),
+                           (X.ndim - 1, "feature(s)")):
+            if X.shape[axis] < 1:
+                raise ValueError(f"Found array with 0 {what} (shape={X.shape}) while a "
+                                 f"minimum of 1 is required by {type(self).__name__}.")
+        n_features = X.shape[1] if X.ndim == 2 else X.shape[2]
+        if reset:
+            self.n_features_in_ = n_features
+            self._x_ndim = X.ndim
+        else:
+            if X.ndim != self._x_ndim:
+                raise ValueError(
+                    f"X is {X.ndim}D but {type(self).__name__} was fitted on {self._x_ndim}D "
+                    f"X; pass X with the same number of dimensions as in fit")
+            if n_features != self.n_features_in_:
+                per_step = " per time step" if X.ndim == 3 else ""
+                raise ValueError(
+                    f"X has {n_features} features{per_step}, but {type(self).__name__} is "
+                    f"expecting {self.n_features_in_} features as input.")
+        return X[..., None] if X.ndim == 2 else X
+
+    # ---- the model and its training --------------------------------------------------------
+
+    def _check_hyperparameters(self):
+        _validate.choice(self.lr_schedule, "lr_schedule", _LR_SCHEDULES)
+        if isinstance(self.optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a name such as 'adam' or an Optimizer "
+                            f"subclass, not an instance (an instance is bound to the "
+                            f"parameters of another model); got {self.optimizer!r}")
+        if not isinstance(self.early_stopping, (bool, np.bool_)):
+            raise TypeError(f"early_stopping must be a bool; got {self.early_stopping!r}")
+        if self.early_stopping:
+            vf = self.validation_fraction
+            if (isinstance(vf, (bool, np.bool_)) or not isinstance(vf, numbers.Real)
+                    or not 0.0 < vf < 1.0):
+                raise ValueError(f"validation_fraction must be a number in (0, 1); got "
+                                 f"{vf!r}")
+            _validate.positive_int(self.n_iter_no_change, "n_iter_no_change")
+
+    def _seed(self, n_done):
+        """The shuffling seed of a training call after n_done epochs: fixed by the model's
+        seed, different for each call (so successive partial_fit calls do not all shuffle
+        alike)."""
+        return int(np.random.SeedSequence([self._model_seed, n_done]).generate_state(1)[0])
+
+    def _new_model(self, n_inputs, n_outputs):
+        self._model_seed = int(check_random_state(self.random_state).randint(_SEED_MAX))
+        return ElmanRNN(n_inputs, self.hidden_size, n_outputs, activation=self.activation,
+                        output=self._output, dtype=self.dtype, seed=self._model_seed,
+                        backend=self.backend, init=self.init,
+                        spectral_radius=self.spectral_radius)
+
+    def _check_warm_model(self, n_inputs, n_outputs):
+        """The fitted model_, if it can go on training with the current hyperparameters."""
+        m = self.model_
+        changed = [f"{name} ({old!r} -> {new!r})" for name, old, new in (
+            ("hidden_size", m.hidden_size, self.hidden_size),
+            ("activation", m.activation, self.activation),
+            ("dtype", m.dtype, _validate.float_dtype(self.dtype)),
+            ("number of input features", m.input_size, n_inputs),
+            ("number of outputs", m.output_size, n_outputs)) if old != new]
+        if changed:
+            raise ValueError(f"warm_start=True cannot continue training the fitted model: "
+                             f"{', '.join(changed)} changed. Set warm_start=False to start "
+                             f"afresh.")
+        m.backend = self.backend
+        return m
+
+    def _train(self, X, Y, target, epochs, incremental, stratify=None):
+        """Train model_ (created by the caller) on validated X (N, T, I) and encoded Y for
+        epochs epochs; incremental: keep the optimizer and its state (partial_fit)."""
+        model = self.model_
+        previous = getattr(model, "optimizer_", None)
+        if not isinstance(previous, Optimizer):
+            previous = None
+        if incremental and previous is not None and previous.schedule is None:
+            optimizer = previous                    # partial_fit: keep the optimizer state
+        else:
+            cosine = self.lr_schedule == "cosine" and not incremental
+            optimizer = make_optimizer(self.optimizer, model.params, self.lr,
+                                       schedule=CosineLR(epochs) if cosine else None)
+            if incremental and previous is not None and type(previous) is type(optimizer):
+                # partial_fit after a fit with a schedule: keep its state (momenta), at
+                # the constant base lr
+                optimizer.load_state_dict(previous.state_dict())
+        validation_data, callbacks = None, ()
+        if self.early_stopping and not incremental:
+            X, Y, validation_data = self._split(X, Y, stratify)
+        if validation_data is not None:
+            callbacks = (EarlyStopping("val_loss", patience=self.n_iter_no_change,
+                                       restore_best_weights=True),)
+        history = model.fit(X, Y, epochs=epochs, batch_size=self.batch_size,
+                            optimizer=optimizer, clip_norm=self.clip_norm,
+                            tbptt=self.tbptt, target=target, validation_data=validation_data,
+                            callbacks=callbacks, shuffle=True, progress=bool(self.verbose),
+                            seed=self._seed(self.n_iter_))
+        self.history_ = history
+        self.n_iter_ += len(history)
+        self.loss_curve_.extend(history["loss"])
+        return self
+
+    def _split(self, X, Y, stratify):
+        """(X_train, Y_train, (X_val, Y_val)) for early stopping: validation_fraction of
+        the samples (at least one), stratified by class when every class can be in both
+        parts. With a single sample there is nothing to hold out: (X, Y, None)."""
+        n = len(X)
+        n_val = max(1, int(np.ceil(self.validation_fraction * n)))
+        if n - n_val < 1:
+            warnings.warn(f"early_stopping=True needs at least 2 samples to hold out a "
+                          f"validation set; got {n}: training without early stopping",
+                          UserWarning, stacklevel=4)
+            return X, Y, None
+        if stratify is not None:
+            n_classes, counts = len(np.unique(stratify)), np.bincount(stratify)
+            if counts[counts > 0].min() < 2 or min(n_val, n - n_val) < n_classes:
+                stratify = None
+        X, X_val, Y, Y_val = train_test_split(X, Y, test_size=n_val, stratify=stratify,
+                                              random_state=self._model_seed)
+        return X, Y, (X_val, Y_val)
+
+    def _fit(self, X, y, incremental, classes=None):
+        """fit (incremental=False) or partial_fit (True)."""
+        self._check_hyperparameters()
+        first = not hasattr(self, "model_") or not (incremental or self.warm_start)
+        X = self._check_X(X, reset=first)
+        Y, target, stratify = self._encode_y(X, y, first, incremental, classes)
+        n_outputs = self._n_outputs()
+        if first:
+            self.model_ = self._new_model(X.shape[2], n_outputs)
+            self.n_iter_ = 0
+            self.loss_curve_ = []
+        else:
+            self._check_warm_model(X.shape[2], n_outputs)
+        epochs = 1 if incremental else self.epochs
+        return self._train(X, Y, target, epochs, incremental, stratify)
+
+    def fit(self, X, y):
+        """Train on sequences X, (n_samples, n_timesteps, n_features) or (n_samples,
+        n_timesteps), and targets y, for `epochs` epochs: afresh, or with warm_start=True
+        from the current model. Returns self."""
+        return self._fit(X, y, incremental=False)
+
+    def _forward(self, X):
+        """Outputs (N, T, O) of the fitted model for X (validated), in float64."""
+        check_is_fitted(self, "model_")
+        X = self._check_X(X, reset=False)
+        Y, _ = self.model_.forward(X)
+        return Y.astype(np.float64)
+
+
+class ElmanRegressor(RegressorMixin, _ElmanBase):
+    """Elman RNN regressor: a linear output layer trained with mean squared error.
+
+    Parameters
+    ----------
+    hidden_size : int, default=32
+        H, the size of the state layer.
+    activation : {"tanh", "relu", "sigmoid", "identity"}, default="tanh"
+    init : {"uniform", "glorot", "orthogonal", "identity"}, default="orthogonal"
+        Initialisation scheme (fastrnn.init); "orthogonal" is Keras' SimpleRNN default.
+    spectral_radius : float or None, default=None
+        Rescale W_s to this spectral radius after initialisation.
+    epochs : int, default=50
+        Passes over the data in fit (partial_fit makes one per call).
+    batch_size : int, default=32
+    optimizer : {"adam", "rmsprop", "adagrad", "sgd"} or fastrnn.optim.Optimizer subclass,
+            default="adam"
+    lr : float or None, default=3e-3
+        Learning rate (None: the optimizer's own default).
+    lr_schedule : {"cosine", "constant"}, default="cosine"
+        "cosine": fit anneals the learning rate from lr towards 0 over its epochs
+        (fastrnn.optim.CosineLR), which lets a fairly high lr converge without late
+        instability. partial_fit always uses a constant lr (the number of calls is unknown).
+    clip_norm : float or None, default=5.0
+        Clip the global gradient norm.
+    tbptt : int or None, default=None
+        Truncated backpropagation through time in chunks of tbptt steps.
+    target : {"last", "sequence"}, default="last"
+        "last": one target per sequence, y (n_samples,) or (n_samples, n_outputs), scored
+        against the output at the last step. "sequence": one target per time step, y
+        (n_samples, n_timesteps) or (n_samples, n_timesteps, n_outputs), with n_timesteps
+        that of X; predict then returns one output per step of X.
+    dtype : {"float32", "float64"}, default="float32"
+        Dtype of the model; X is converted to it.
+    backend : {"cython", "numpy"}, default="cython"
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation and the shuffling.
+    warm_start : bool, default=False
+        If True, fit continues training the fitted model (with a new optimizer) instead of
+        starting afresh; the target scaling of the first fit is kept.
+    early_stopping : bool, default=False
+        Hold out validation_fraction of the training data, stop when its loss has not
+        improved for n_iter_no_change epochs and keep the best epoch's weights.
+    validation_fraction : float, default=0.1
+    n_iter_no_change : int, default=10
+    verbose : bool, default=False
+        Show a progress bar during fit.
+
+    Attributes
+    ----------
+    model_ : fastrnn.ElmanRNN
+        The fitted network (it predicts standardised targets: see y_mean_, y_scale_).
+    history_ : fastrnn.History
+        Per-epoch records of the last fit or partial_fit call.
+    loss_curve_ : list of float
+        Training loss (on standardised targets) of every epoch since the model was created.
+    n_iter_ : int
+        Epochs trained since the model was created (fit, warm starts, partial_fit calls).
+    y_mean_, y_scale_ : ndarray of shape (n_outputs,)
+        The model is trained on (y - y_mean_) / y_scale_, so that the default learning rate
+        suits targets of any scale. Set by the first fit or partial_fit call.
+    n_features_in_ : int
+        Columns of 2-D X (time steps), or features per step of 3-D X.
+    """
+
+    _output = "linear"
+
+    def __init__(self, hidden_size=32, activation="tanh", init="orthogonal",
+                 spectral_radius=None, epochs=50, batch_size=32, optimizer="adam", lr=3e-3,
+                 lr_schedule="cosine", clip_norm=5.0, tbptt=None, target="last",
+                 dtype="float32", backend="cython", random_state=None, warm_start=False,
+                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
+                 verbose=False):
+        super().__init__(hidden_size=hidden_size, activation=activation, init=init,
+                         spectral_radius=spectral_radius, epochs=epochs,
+                         batch_size=batch_size, optimizer=optimizer, lr=lr,
+                         lr_schedule=lr_schedule, clip_norm=clip_norm, tbptt=tbptt,
+                         dtype=dtype, backend=backend, random_state=random_state,
+                         warm_start=warm_start, early_stopping=early_stopping,
+                         validation_fraction=validation_fraction,
+                         n_iter_no_change=n_iter_no_change, verbose=verbose)
+        self.target = target
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def _encode_y(self, X, y, first, incremental, classes):
+        if classes is not None:
+            raise TypeError("classes is a parameter of ElmanClassifier.partial_fit only")
+        if y is None:
+            raise ValueError(f"This {type(self).__name__} estimator requires y to be "
+                             f"passed, but the target y is None.")
+        target = _validate.choice(self.target, "target", _validate.TARGETS)
+        y = check_array(y, input_name="y", dtype=np.float64, ensure_2d=False,
+                        allow_nd=True, ensure_all_finite=True)
+        check_consistent_length(X, y)
+        per_step = target == "sequence"
+        shapes = "(n_samples, n_timesteps) or (n_samples, n_timesteps, n_outputs)" \
+            if per_step else "(n_samples,) or (n_samples, n_outputs)"
+        if y.ndim not in ((2, 3) if per_step else (1, 2)):
+            raise ValueError(f"y must have shape {shapes} for target={target!r}; got "
+                             f"shape {y.shape}")
+        if per_step and y.shape[1] != X.shape[1]:
+            raise ValueError(f"y must have one target per time step of X for "
+                             f"target='sequence': X has {X.shape[1]} steps, y has shape "
+                             f"{y.shape}")
+        Y = y.reshape(*y.shape[:1 + per_step], -1)      # (N, O) or (N, T, O)
+        if not first:
+            if target != self._target or Y.shape[-1] != self.y_mean_.shape[0] or \
+                    y.ndim != self._y_ndim:
+                raise ValueError(
+                    f"y must have the form it had when the model was first fitted "
+                    f"(target={self._target!r}, {self.y_mean_.shape[0]} output(s), "
+                    f"{self._y_ndim}D y); got target={target!r} and y of shape {y.shape}")
+        else:
+            flat = Y.reshape(-1, Y.shape[-1])
+            scale = flat.std(axis=0)
+            scale[~(scale > 1e-12 * np.maximum(np.abs(flat).max(axis=0), 1e-300))] = 1.0
+            self.y_mean_, self.y_scale_ = flat.mean(axis=0), scale
+            self._target, self._y_ndim = target, y.ndim
+        dtype = _validate.float_dtype(self.dtype)
+        Y = ((Y - self.y_mean_) / self.y_scale_).astype(dtype)
+        return np.ascontiguousarray(Y), target, None
+
+    def _n_outputs(self):
+        return self.y_mean_.shape[0]
+
+    def partial_fit(self, X, y):
+        """One epoch over (X, y), continuing from the current model and optimizer state
+        (the first call creates the model and fixes the target scaling). Returns self."""
+        return self._fit(X, y, incremental=True)
+
+    def predict(self, X):
+        """Predictions in the shape of y in fit: (n_samples,) or (n_samples, n_outputs)
+        for target="last"; (n_samples, n_timesteps[, n_outputs]) for target="sequence",
+        with the time steps of X."""
+        Y = self._forward(X)
+        if self._target == "last":
+            Y = Y[:, -1]
+        Y = Y * self.y_scale_ + self.y_mean_
+        if self._y_ndim == Y.ndim - 1:              # y was given without an output axis
+            Y = Y[..., 0]
+        return Y
+
+    def score(self, X, y, sample_weight=None):
+        """R^2 of predict(X) (averaged uniformly over outputs, and over time steps for
+        target="sequence")."""
+        y_pred = self.predict(X)
+        y = np.asarray(y)
+        if y.ndim > 2 or y_pred.ndim > 2:       # per-step outputs: one column per (t, o)
+            y, y_pred = y.reshape(len(y), -1), y_pred.reshape(len(y_pred), -1)
+        return r2_score(y, y_pred, sample_weight=sample_weight)
+
+
+class ElmanClassifier(ClassifierMixin, _ElmanBase):
+    """Elman RNN classifier: one label per sequence, from a softmax output layer at the last
+    time step, trained with cross-entropy.
+
+    Parameters
+    ----------
+    hidden_size, activation, init, spectral_radius, epochs, batch_size, optimizer, lr,
+    lr_schedule, clip_norm, tbptt, dtype, backend, random_state, warm_start, early_stopping,
+    validation_fraction, n_iter_no_change, verbose
+        As for ElmanRegressor. With warm_start, y may only hold classes seen before.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The class labels (any sortable type: ints, strings, ...), sorted; the model's output
+        k is classes_[k].
+    model_, history_, loss_curve_, n_iter_, n_features_in_
+        As for ElmanRegressor.
+    """
+
+    _output = "softmax"
+
+    def _encode_y(self, X, y, first, incremental, classes):
+        if y is None:
+            raise ValueError(f"This {type(self).__name__} estimator requires y to be "
+                             f"passed, but the target y is None.")
+        y = column_or_1d(y, warn=True)
+        check_consistent_length(X, y)
+        if y.dtype.kind in "fc":
+            assert_all_finite(y, input_name="y")
+        check_classification_targets(y)
+        if incremental:
+            if classes is not None:
+                classes = column_or_1d(classes)
+                check_classification_targets(classes)
+                classes = np.unique(classes)
+            if first:
+                if classes is None:
+                    raise ValueError("classes must be passed on the first call to "
+                                     "partial_fit.")
+                self.classes_ = classes
+            elif classes is not None and not np.array_equal(classes, self.classes_):
+                raise ValueError(f"`classes={classes!r}` is not the same as on last call to "
+                                 f"partial_fit, was: {self.classes_!r}")
+        elif first:
+            self.classes_ = np.unique(y)
+        unseen = np.setdiff1d(y, self.classes_)
+        if unseen.size:
+            how = "with warm_start=True" if not incremental else "in partial_fit"
+            raise ValueError(f"y contains labels {unseen.tolist()} that are not in "
+                             f"classes_ {self.classes_.tolist()}; {how}, y may only "
+                             f"hold the classes of the first fit"
+                             f"{' (the classes argument)' if incremental else ''}")
+        codes = np.searchsorted(self.classes_, y).astype(np.int64)
+        return codes, "last", codes
+
+    def _n_outputs(self):
+        return len(self.classes_)
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch over (X, y), continuing from the current model and optimizer state.
+        classes (all labels that can occur) is required on the first call, as in
+        scikit-learn's other incremental classifiers. Returns self."""
+        return self._fit(X, y, incremental=True, classes=classes)
+
+    def predict_proba(self, X):
+        """Class probabilities, (n_samples, n_classes), columns in the order of classes_."""
+        P = self._forward(X)[:, -1]
+        P /= P.sum(axis=1, keepdims=True)       # exact normalisation in float64
+        return P
+
+    def predict_log_proba(self, X):
+        """Logarithm of predict_proba (-inf where a float32 probability underflowed)."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """The most probable class of each sequence, (n_samples,)."""
+        P = self.predict_proba(X)
+        return self.classes_[np.argmax(P, axis=1)]
