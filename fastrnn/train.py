@@ -9,11 +9,13 @@ clipping by norm and/or value, then the update. A step whose loss or gradient is
 skipped and counted (weights untouched); max_bad_steps in a row stop training with a
 FloatingPointError, so weights are never silently corrupted.
 """
+import contextlib
 import math
 import sys
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from . import _validate
 from .functional import elman_forward, elman_loss_and_grad, elman_predict
@@ -114,6 +116,20 @@ class ModelCheckpoint(Callback):
         return False
 
 
+# Per-step products below this many multiply-adds (batch * H * H) gain nothing from a second
+# BLAS thread, and lose badly when BLAS pools busy-wait against each other on shared cores
+# (measured here: 100x slower fits under load). Above it, BLAS keeps its own thread count
+# (at N=64, H=256, two threads run loss_and_grad 1.6x faster than one).
+SINGLE_THREAD_WORK = 1 << 20
+
+
+def blas_threads(batch_size, hidden_size):
+    """Context pinning BLAS to one thread for small per-step products, else a no-op."""
+    if batch_size * hidden_size * hidden_size < SINGLE_THREAD_WORK:
+        return threadpool_limits(1, user_api="blas")
+    return contextlib.nullcontext()
+
+
 def _progress_bar(enabled, total, desc):
     """A tqdm bar, or None. enabled=None: only when stderr is a terminal."""
     if enabled is None:
@@ -199,6 +215,8 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
     for cb in callbacks:
         cb.on_train_begin(model, history)
     bar = _progress_bar(progress, epochs * N, "fit")
+    threads = blas_threads(min(batch_size, N), model.hidden_size)
+    threads.__enter__()
     try:
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
@@ -258,6 +276,7 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
                 history.stopped_early = True
                 break
     finally:
+        threads.__exit__(None, None, None)
         if bar is not None:
             bar.close()
     for cb in callbacks:
