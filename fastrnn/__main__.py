@@ -1,10 +1,16 @@
-"""`python -m fastrnn`: train a small Elman network on a built-in task, then time the backends.
+"""`fastrnn` (or `python -m fastrnn`): train a character-level language model, then time
+the backends.
 
-The task: a noisy sine-mixture stream in, and the same stream DELAY steps ago out (the
-network must remember the last few inputs). Training is plain mini-batch SGD with momentum
-on ElmanRNN.loss_and_grad; the loss should fall by an order of magnitude. Then one
-loss_and_grad call is timed for the cython and the numpy backend, alternating, and the ratio
-of the medians is printed.
+The model is the min-char-rnn workload of fastrnn.charlm: an Elman network (hidden 100,
+softmax over the characters) reads the source of the standard library's argparse module one
+character at a time and learns to predict the next one, with Adagrad and truncated BPTT over
+25 steps, the text cut into 16 parallel streams. It trains for half a minute with a progress
+bar, reports the cross-entropy per character before and after (on the training text and on
+a held-out tail), and writes a sample. Then one loss_and_grad call is timed for the cython and
+the numpy backend, alternating, with one BLAS thread, and the ratio of the medians is printed.
+
+--quick does the same in a few seconds on a slice of the text (the smoke test uses it); for
+the full set of options of the language model run `python -m fastrnn.charlm --help`.
 """
 import argparse
 import sys
@@ -13,41 +19,8 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .functional import get_backend
+from . import charlm
 from .model import ElmanRNN
-
-
-def delayed_stream_task(n_sequences, T, delay, seed=0, dtype="float32"):
-    """X (n, T, 1) random sine mixtures plus noise, Y (n, T, 1) = X shifted by delay steps."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(T)
-    freq = rng.uniform(0.05, 0.4, size=(n_sequences, 2, 1))
-    phase = rng.uniform(0, 2 * np.pi, size=(n_sequences, 2, 1))
-    X = np.sin(freq * t + phase).sum(axis=1) / 2 + 0.3 * rng.standard_normal((n_sequences, T))
-    Y = np.zeros_like(X)
-    Y[:, delay:] = X[:, :-delay]
-    return X[..., None].astype(dtype), Y[..., None].astype(dtype)
-
-
-def train(model, X, Y, epochs, batch_size, lr, momentum=0.9, seed=0, log=print):
-    """Mini-batch SGD with momentum; returns the list of epoch losses."""
-    rng = np.random.default_rng(seed)
-    velocity = {k: np.zeros_like(v) for k, v in model.params.items()}
-    losses = []
-    for epoch in range(epochs):
-        order = rng.permutation(len(X))
-        total = 0.0
-        for start in range(0, len(X), batch_size):
-            idx = order[start:start + batch_size]
-            loss, grads = model.loss_and_grad(X[idx], Y[idx])
-            total += loss * len(idx)
-            for k, g in grads.items():
-                velocity[k] *= momentum
-                velocity[k] -= lr * g
-                model.params[k] += velocity[k]
-        losses.append(total / len(X))
-        log(f"epoch {epoch + 1:3d}   train MSE {losses[-1]:.5f}")
-    return losses
 
 
 def time_backends(N=32, T=50, I=32, H=64, O=8, repeats=30, dtype="float32"):
@@ -72,32 +45,42 @@ def time_backends(N=32, T=50, I=32, H=64, O=8, repeats=30, dtype="float32"):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m fastrnn", description=__doc__,
+    parser = argparse.ArgumentParser(prog="fastrnn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--sequences", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=40, help="time steps per sequence")
-    parser.add_argument("--delay", type=int, default=3)
-    parser.add_argument("--hidden", type=int, default=32)
-    parser.add_argument("--backend", default="cython", choices=("cython", "numpy"))
-    parser.add_argument("--repeats", type=int, default=30, help="timing repeats per backend")
+    parser.add_argument("--quick", action="store_true",
+                        help="a few seconds: 20,000 characters, 3 s of training, 5 repeats")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="training time (default 0.5; 0.05 with --quick)")
+    parser.add_argument("--text", metavar="FILE", help="train on this UTF-8 text file instead")
+    parser.add_argument("--hidden", type=int, default=100)
+    parser.add_argument("--sample-length", type=int, default=None,
+                        help="characters to sample (default 300; 100 with --quick)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="show fit's progress bar (default: on)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timing repeats per backend (default 30; 5 with --quick)")
     args = parser.parse_args(argv)
-    get_backend(args.backend)
+    quick = args.quick
+    minutes = args.minutes if args.minutes is not None else (0.05 if quick else 0.5)
+    sample_length = (args.sample_length if args.sample_length is not None
+                     else (100 if quick else 300))
+    repeats = args.repeats if args.repeats is not None else (5 if quick else 30)
 
-    X, Y = delayed_stream_task(args.sequences, args.steps, args.delay)
-    model = ElmanRNN(1, args.hidden, 1, seed=0, backend=args.backend)
-    print(f"Task: output the input from {args.delay} steps ago; {args.sequences} sequences of "
-          f"{args.steps} steps.\n{model}")
+    text = text_name = None
+    if args.text is not None:
+        with open(args.text, encoding="utf-8", errors="replace") as f:
+            text, text_name = f.read(), args.text
     t0 = time.perf_counter()
-    losses = train(model, X, Y, args.epochs, batch_size=32, lr=0.05)
-    print(f"trained in {time.perf_counter() - t0:.2f} s; MSE {losses[0]:.4f} -> "
-          f"{losses[-1]:.4f} (predicting zeros gives {float(np.mean(Y ** 2)):.4f})")
+    charlm.run(text, text_name=text_name, minutes=minutes, hidden=args.hidden,
+               max_chars=20_000 if quick else 1_000_000, sample_length=sample_length,
+               progress=args.progress, log_every=None)
 
-    t = time_backends(repeats=args.repeats)
+    t = time_backends(repeats=repeats)
     print(f"\nloss_and_grad, N=32 T=50 I=32 H=64 O=8 float32, 1 thread, median of "
-          f"{args.repeats}: "
+          f"{repeats}: "
           f"cython {t['cython'] * 1e3:.3f} ms, numpy {t['numpy'] * 1e3:.3f} ms -> cython is "
           f"{t['numpy'] / t['cython']:.1f}x faster")
+    print(f"total {time.perf_counter() - t0:.1f} s")
     return 0
 
 
