@@ -11,6 +11,10 @@ the numpy backend, alternating, with one BLAS thread, and the ratio of the media
 
 --quick does the same in a few seconds on a slice of the text (the smoke test uses it); for
 the full set of options of the language model run `python -m fastrnn.charlm --help`.
+
+Subcommands:
+    fastrnn lag       the long-time-lag sweep: how far back a plain RNN learns (fastrnn.lag)
+    fastrnn gradflow  gradient-flow PNG of a fresh and a trained model (fastrnn.diagnostics)
 """
 import argparse
 import sys
@@ -44,7 +48,15 @@ def time_backends(N=32, T=50, I=32, H=64, O=8, repeats=30, dtype="float32"):
     return {b: float(np.median(v)) for b, v in times.items()}
 
 
+SUBCOMMANDS = {"lag": "fastrnn.lag", "gradflow": "fastrnn.diagnostics"}
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+        importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+        return 0
     parser = argparse.ArgumentParser(prog="fastrnn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",

@@ -73,3 +73,13 @@ def test_fastrnn_command_quick(capsys):
     assert "before training" in out and "after" in out and "sample" in out
     assert "cython is" in out
     assert callable(time_backends)
+
+
+def test_subcommands_dispatch(tmp_path, capsys):
+    from fastrnn.__main__ import main
+    assert main(["gradflow", "--steps", "10", "--epochs", "1",
+                 "--out", str(tmp_path / "flow.png")]) == 0
+    assert (tmp_path / "flow.png").stat().st_size > 1000
+    assert main(["lag", "--lags", "4", "--seeds", "1", "--budget", "400", "--jobs", "1",
+                 "--out", ""]) == 0
+    assert "lag" in capsys.readouterr().out
