@@ -63,21 +63,23 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
 
 cdef inline void gemm_step(int m, int n, int k, const floating *A, int lda,
                            const floating *B, int ldb, floating beta,
-                           floating *C, int ldc) noexcept nogil:
+                           floating *C, int ldc, bint split) noexcept nogil:
     """C (m, n) = A (m, k) @ B (k, n) + beta * C, for the per-time-step products.
 
     The same B (W_s) is used at every step. A GEMM too large for OpenBLAS's small-matrix
     kernels packs B on every call, which at batch sizes of tens costs as much as the
-    arithmetic; column blocks of B small enough for those kernels avoid the packing.
+    arithmetic; with split, column blocks of B small enough for those kernels avoid the
+    packing. The caller splits only mid-sized products with a single-threaded BLAS: the
+    small kernels are single-threaded, and for large products packing is cheap anyway.
     """
     cdef int j0, nb = n
-    # 1e6: the m*n*k up to which OpenBLAS (SkylakeX kernels) takes the small-matrix path
-    while nb > 16 and <double> m * nb * k > 1e6:
-        nb = (nb + 1) // 2
-    nb = ((nb + 15) // 16) * 16 if nb < n else n      # whole vector registers
+    if split:
+        # 1e6: the m*n*k up to which OpenBLAS (SkylakeX kernels) takes the small path
+        while nb > 16 and <double> m * nb * k > 1e6:
+            nb = (nb + 1) // 2
+        nb = ((nb + 15) // 16) * 16 if nb < n else n      # whole vector registers
     j0 = 0
     while j0 < n:
         gemm(False, False, m, min(nb, n - j0), k, 1, A, lda, B + j0, ldb, beta,
              C + j0, ldc)
         j0 += nb
-
