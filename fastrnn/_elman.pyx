@@ -160,14 +160,20 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     cdef floating beta = 1 if full_dS else 0
     # An explicit W_s^T, once: the per-step product is then a plain "NN" GEMM, which
     # OpenBLAS serves from its small-matrix kernels without packing W_s^T every step.
-    for n in range(H):
-        for j in range(H):
-            W_sT[j * H + n] = W_s[n * H + j]
+    # (A batch of one goes to GEMV, which reads W_s transposed for free: W_sT is unused.)
+    if N > 1:
+        for n in range(H):
+            for j in range(H):
+                W_sT[j * H + n] = W_s[n * H + j]
     # dA_t = (dS_t + dA_{t+1} @ W_s^T) * phi'(S_t), newest step first
     for t in range(T - 1, -1, -1):
         if t < T - 1:
-            # G[:, t] (N, H) (+)= G[:, t+1] (N, H) @ W_sT (H, H)
-            gemm_step(N, H, H, G + (t + 1) * H, TH, W_sT, H, beta, G + t * H, TH, split)
+            # G[:, t] (N, H) (+)= G[:, t+1] (N, H) @ W_s^T (H, H)
+            if N > 1:
+                gemm_step(N, H, H, G + (t + 1) * H, TH, W_sT, H, beta, G + t * H, TH, split)
+            else:
+                gemm(False, True, 1, H, H, 1, G + (t + 1) * H, TH, W_s, H, beta, G + t * H,
+                     TH)
         if state_norms != NULL:             # G[:, t] is dLoss/dS_t here
             row_norms(G + t * H, N, H, TH, state_norms + t, T)
         # G[:, t] *= phi'(S[:, t])
@@ -407,7 +413,7 @@ def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cn
     grads = {"X": np.empty_like(X), "h0": np.empty((n.N, n.H), dt),
              "W_x": np.empty((n.In, n.H), dt), "W_s": np.empty((n.H, n.H), dt),
              "b": np.empty(n.H, dt)}
-    D, W_sT = np.empty((n.N, n.H), dt), np.empty((n.H, n.H), dt)
+    D, W_sT = np.empty((n.N, n.H), dt), np.empty(n.H * n.H if n.N > 1 else 1, dt)
     n.G, n.D, n.W_sT = data(G), data(D), data(W_sT)
     n.dX, n.dh0, n.dW_x = data(grads["X"]), data(grads["h0"]), data(grads["W_x"])
     n.dW_s, n.db = data(grads["W_s"]), data(grads["b"])
@@ -446,7 +452,7 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
     cdef cnp.ndarray S = np.empty((N, T, H), dt)
     G = np.empty((N, T, H), dt)
     Z = np.empty((N if n.last else N * T, O), dt)
-    D, W_sT = np.empty((N, H), dt), np.empty((H, H), dt)
+    D, W_sT = np.empty((N, H), dt), np.empty(H * H if N > 1 else 1, dt)
     grads = {"W_x": np.empty((n.In, H), dt), "W_s": np.empty((H, H), dt), "b": np.empty(H, dt),
              "W_y": np.empty((H, O), dt), "b_y": np.empty(O, dt)}
     n.G, n.Z, n.D, n.W_sT = data(G), data(Z), data(D), data(W_sT)
