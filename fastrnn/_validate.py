@@ -266,3 +266,20 @@ def memory(nbytes, what):
     if avail is not None and nbytes > avail:
         raise MemoryError(f"{what} needs {nbytes / 2**30:.2f} GiB of buffers but only "
                           f"{avail / 2**30:.2f} GiB of memory is available")
+
+
+def model_weights(params, shapes, dt):
+    """The five weights of a model, checked quickly for the per-call paths (step): each an
+    ndarray of exactly dtype dt, C-contiguous, of the shape the model's sizes call for, and
+    finite (one compiled pass each). Anything else goes through the full checks, for their
+    messages. params: the model's dict; shapes: {name: shape}."""
+    out = []
+    for name, shape in shapes.items():
+        w = params[name]
+        if not (type(w) is np.ndarray and w.dtype is dt and w.shape == shape
+                and w.flags.c_contiguous and _all_finite(w)):
+            w = float_array(w, name, "(" + ", ".join("N" * len(shape)) + ",)", dt)
+            if w.shape != shape:
+                raise ValueError(f"{name} must have shape {shape}; got {w.shape}")
+        out.append(w)
+    return out
