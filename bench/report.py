@@ -73,8 +73,10 @@ def peak_sgemm(threads, dtype="float32", n=2048, rounds=5):
 
 
 def peak_memory(f):
-    """Peak bytes allocated (tracemalloc sees NumPy's buffers) during one call of f."""
+    """Peak bytes allocated (tracemalloc sees NumPy's buffers) during one call of f, with
+    nothing kept from earlier calls (the cython backend reuses its workspace otherwise)."""
     f()
+    fastrnn.get_backend("cython").release_workspace()
     tracemalloc.start()
     tracemalloc.reset_peak()
     f()
