@@ -119,12 +119,14 @@ def expect_shape(x, name, expected, dims, context):
                          f"got {x.shape}")
 
 
-def recurrence(X, h0, W_x, W_s, b, W_y=None, b_y=None):
+def recurrence(X, h0, W_x, W_s, b, W_y=None, b_y=None, buffers=None, what=""):
     """Validated (X, h0, W_x, W_s, b) of one dtype; h0=None means zeros. With the output
     layer (W_y, b_y) given, returns (X, h0, W_x, W_s, b, W_y, b_y).
 
-    Shapes and sizes are checked before any array is scanned or copied, so an absurd
-    (say, broadcast) input fails at once instead of allocating.
+    Shapes, sizes and memory are checked before any array is scanned, copied or
+    allocated, so an absurd (say, broadcast) input fails at once. buffers(N, T, I, H, O):
+    the number of elements the caller will allocate (O is 0 without an output layer); the
+    input copies and h0 are added to it for the MemoryError check.
     """
     X = float_array(X, "X", "(N, T, I)", finish=False)
     dt = X.dtype if X.dtype.isnative else X.dtype.newbyteorder("=")
@@ -140,11 +142,21 @@ def recurrence(X, h0, W_x, W_s, b, W_y=None, b_y=None):
     if h0 is not None:
         h0 = float_array(h0, "h0", "(N, H)", dt, finish=False)
         expect_shape(h0, "h0", (N, H), "(N, H)", f"X {X.shape} and W_s {W_s.shape}")
+    O = 0
     if W_y is None:
         blas_sizes(N=N, T=T, I=I, H=H)
     else:
         W_y, b_y = output_layer(W_y, b_y, H, dt, finish=False)
-        blas_sizes(N=N, T=T, I=I, H=H, O=W_y.shape[1])
+        O = W_y.shape[1]
+        blas_sizes(N=N, T=T, I=I, H=H, O=O)
+    if buffers is not None:
+        copied = [(n, a) for n, a in (("X", X), ("h0", h0)) if a is not None
+                  and not (a.flags.c_contiguous and a.dtype.isnative)]
+        elements = (buffers(N, T, I, H, O) + sum(a.size for _, a in copied)
+                    + (N * H if h0 is None else 0))
+        if copied:
+            what += f" (with a contiguous copy of {', '.join(n for n, _ in copied)})"
+        memory(elements * dt.itemsize, what)
     X, W_s, W_x, b = finished(X, "X"), finished(W_s, "W_s"), finished(W_x, "W_x"), \
         finished(b, "b")
     h0 = np.zeros((N, H), dt) if h0 is None else finished(h0, "h0")

@@ -43,10 +43,10 @@ def elman_forward(X, h0, W_x, W_s, b, activation="tanh", backend="cython", lengt
     """
     be = get_backend(backend)
     _validate.choice(activation, "activation", _validate.ACTIVATIONS)
-    X, h0, W_x, W_s, b = _validate.recurrence(X, h0, W_x, W_s, b)
+    X, h0, W_x, W_s, b = _validate.recurrence(
+        X, h0, W_x, W_s, b, buffers=lambda N, T, I, H, O: N * T * H, what="elman_forward")
     N, T, _ = X.shape
     lengths = _validate.lengths(lengths, N, T)
-    _validate.memory(N * T * W_s.shape[0] * X.itemsize, "elman_forward")
     return be.forward(X, h0, W_x, W_s, b, activation, lengths)
 
 
@@ -61,13 +61,14 @@ def elman_backward(X, h0, W_x, W_s, b, S, dS, activation="tanh", backend="cython
     """
     be = get_backend(backend)
     _validate.choice(activation, "activation", _validate.ACTIVATIONS)
-    X, h0, W_x, W_s, b = _validate.recurrence(X, h0, W_x, W_s, b)
+    X, h0, W_x, W_s, b = _validate.recurrence(
+        X, h0, W_x, W_s, b, buffers=lambda N, T, I, H, O: 3 * N * T * H + N * T * I,
+        what="elman_backward")
     N, T, _ = X.shape
     H = W_s.shape[0]
     S = _validate.states(S, "S", N, T, H, X.dtype)
     dS = _validate.states(dS, "dS", N, T, H, X.dtype)
     lengths = _validate.lengths(lengths, N, T)
-    _validate.memory((2 * N * T * H + X.size) * X.itemsize, "elman_backward")
     return be.backward(X, h0, W_x, W_s, b, S, dS, activation, lengths)
 
 
@@ -78,10 +79,11 @@ def elman_predict(X, h0, W_x, W_s, b, W_y, b_y, activation="tanh", output="linea
     be = get_backend(backend)
     _validate.choice(activation, "activation", _validate.ACTIVATIONS)
     _validate.choice(output, "output", _validate.OUTPUTS)
-    X, h0, W_x, W_s, b, W_y, b_y = _validate.recurrence(X, h0, W_x, W_s, b, W_y, b_y)
+    X, h0, W_x, W_s, b, W_y, b_y = _validate.recurrence(
+        X, h0, W_x, W_s, b, W_y, b_y, buffers=lambda N, T, I, H, O: N * T * (H + O),
+        what="elman_predict")
     N, T, _ = X.shape
     lengths = _validate.lengths(lengths, N, T)
-    _validate.memory(N * T * (W_s.shape[0] + W_y.shape[1]) * X.itemsize, "elman_predict")
     return be.predict(X, h0, W_x, W_s, b, W_y, b_y, activation, output, lengths)
 
 
@@ -105,13 +107,15 @@ def elman_loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation="tanh", outp
     _validate.choice(activation, "activation", _validate.ACTIVATIONS)
     _validate.choice(output, "output", _validate.OUTPUTS)
     _validate.choice(target, "target", _validate.TARGETS)
-    X, h0, W_x, W_s, b, W_y, b_y = _validate.recurrence(X, h0, W_x, W_s, b, W_y, b_y)
+    # states, their gradients, outputs, (input gradients), and a copy of the targets
+    X, h0, W_x, W_s, b, W_y, b_y = _validate.recurrence(
+        X, h0, W_x, W_s, b, W_y, b_y, what="elman_loss_and_grad",
+        buffers=lambda N, T, I, H, O: (2 * N * T * H + 2 * N * T * O
+                                       + (N * T * I if input_grads else 0)))
     N, T, _ = X.shape
     H, O = W_y.shape
     lengths = _validate.lengths(lengths, N, T)
     Y = _validate.targets(Y, output, target, N, T, O, X.dtype, lengths)
-    _validate.memory((2 * N * T * H + N * T * O + (X.size if input_grads else 0)) * X.itemsize,
-                     "elman_loss_and_grad")
     return be.loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation, output, target,
                             bool(input_grads), lengths, bool(return_state),
                             bool(state_grad_norms))

@@ -124,12 +124,16 @@ class ElmanRNN:
         """
         single = np.ndim(x) == 1
         x = _validate.float_array(x, "x", "(I,)" if single else "(N, I)", self.dtype,
-                                  dtype_of="the model")
+                                  finish=False, dtype_of="the model")
         if x.shape[-1] != self.input_size:
             raise ValueError(f"x must have {self.input_size} (input_size) features in its "
                              f"last axis; got shape {x.shape}")
+        N = 1 if single else x.shape[0]
+        I, H, O = self.input_size, self.hidden_size, self.output_size
+        _validate.blas_sizes(N=N, T=1, I=I, H=H, O=O)
+        _validate.memory(N * (I + 3 * H + O) * self.dtype.itemsize, "step")
+        x = _validate.finished(x, "x")
         X = x.reshape(1, 1, -1) if single else x[:, None, :]
-        N = X.shape[0]
         if h is None:
             h = np.zeros((N, self.hidden_size), self.dtype)
         else:
