@@ -355,7 +355,7 @@ def test_memory_error_for_the_buffers(one_gib, call, backend):
     assert_memory_error(exc, peak, needs=buffers)
 
 
-# ---- bugs found here -------------------------------------------------------------------------
+# ---- regression tests for bugs found here ------------------------------------------------------
 
 @pytest.mark.parametrize("call", ["forward", "loss_softmax"])
 def test_memory_error_before_copying_broadcast_inputs(one_gib, call):
@@ -413,6 +413,8 @@ def run_child(case):
 
 
 def test_memory_error_before_allocating_h0():
+    """Was: with h0=None, recurrence() allocated np.zeros((N, H)) (16 GiB here) before the
+    memory check."""
     out = run_child({"call": "forward", "N": 2**26, "H": 64, "avail": GiB})
     assert out["type"] == "MemoryError", out
     assert re.search(r"needs [\d.]+ GiB of buffers", out["msg"]), out
@@ -420,12 +422,16 @@ def test_memory_error_before_allocating_h0():
 
 
 def test_step_memory_error_before_allocating():
+    """Was: step() had no memory check: it went on to allocate h and the state (16 GiB
+    each here)."""
     out = run_child({"call": "step", "N": 2**26, "H": 64, "avail": GiB})
     assert out["type"] == "MemoryError", out
     assert re.search(r"needs [\d.]+ GiB of buffers", out["msg"]), out
 
 
 def test_step_too_large_for_blas():
+    """Was: step() skipped the 32-bit BLAS size check: x (2**31, 1) was copied (8 GiB) and
+    handed to kernels that keep N in a C int."""
     out = run_child({"call": "step", "N": 2**31, "H": 2, "avail": 1 << 42})
     assert out["type"] == "ValueError", out
     assert "too large for 32-bit BLAS" in out["msg"], out

@@ -1458,9 +1458,13 @@ def test_fuzz_load(model_files, mutation):
 
 
 # =============================================================================================
-# Bugs found by fuzzing, kept as explicit failing examples
+# Regression tests for bugs found while fuzzing
 
 def test_fit_with_strided_param_view():
+    """fit() checked the updated parameters with the compiled all_finite, which read a
+    non-C-contiguous params array as if it were contiguous: for a strided view it read the
+    gaps (here NaN), found 'non-finite' weights after every update and stopped with
+    FloatingPointError although everything was finite."""
     m = ElmanRNN(2, 3, 1, seed=0)
     big = np.full((2, 6), np.nan, np.float32)
     big[:, ::2] = m.params["W_x"]
@@ -1495,6 +1499,9 @@ print("ok")
 
 
 def test_fit_with_reversed_param_view_does_not_crash():
+    """The same check on a reversed (negative-stride) view read size elements forward from
+    its first element: an out-of-bounds read, a segmentation fault where the memory after
+    it is unmapped (here: a guard page)."""
     import subprocess
     import sys
     home = os.path.dirname(os.path.dirname(os.path.abspath(fastrnn.__file__)))
