@@ -524,7 +524,7 @@ def all_finite(cnp.ndarray a):
     """True if the float array a has no NaN or inf: one vectorised pass without a
     temporary for C-contiguous native float32/float64 arrays, NumPy otherwise (a strided or
     reversed view must not be read as if it were contiguous)."""
-    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and a.dtype.isnative
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a) and a.dtype.isnative
             and (cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32 or cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64)):
         return bool(np.isfinite(a).all())
     cdef Py_ssize_t size = a.size

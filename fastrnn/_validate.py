@@ -104,9 +104,10 @@ def _ndim(dims):
 def finished(x, name):
     """x (a float array that passed float_array's checks) made C-contiguous and native, and
     checked finite."""
-    if not (x.flags.c_contiguous and x.dtype.isnative):   # a copy is coming
+    if not (x.flags.c_contiguous and x.flags.aligned and x.dtype.isnative):   # a copy
         memory(x.size * x.dtype.itemsize, f"{name} (shape {x.shape}, copied to be contiguous)")
-        x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("="))
+        # C reads these through typed pointers: contiguous, aligned, native byte order
+        x = np.require(x, dtype=x.dtype.newbyteorder("="), requirements=["C", "A"])
     if not _all_finite(x):
         raise ValueError(f"{name} contains NaN or inf (shape {x.shape}); inputs and weights "
                          f"must be finite")
@@ -202,7 +203,7 @@ def lengths(lengths, N, T):
     if lo < 1 or hi > T:
         raise ValueError(f"lengths must lie in [1, T] = [1, {T}]; got values from {lo} to "
                          f"{hi}")
-    return np.ascontiguousarray(lengths, dtype=np.int64)
+    return np.require(lengths, dtype=np.int64, requirements=["C", "A"])
 
 
 def targets(Y, output, target, N, T, O, dt, lengths=None):
@@ -239,7 +240,7 @@ def targets(Y, output, target, N, T, O, dt, lengths=None):
                          f"{lo} to {hi}")
     if scored is not None:
         Y = np.where(scored, Y, 0)
-    return np.ascontiguousarray(Y, dtype=np.int64)
+    return np.require(Y, dtype=np.int64, requirements=["C", "A"])
 
 
 def blas_sizes(**dims):
@@ -289,7 +290,7 @@ def model_weights(params, shapes, dt):
     for name, shape in shapes.items():
         w = params[name]
         if not (type(w) is np.ndarray and w.dtype is dt and w.shape == shape
-                and w.flags.c_contiguous and _all_finite(w)):
+                and w.flags.c_contiguous and w.flags.aligned and _all_finite(w)):
             w = float_array(w, name, "(" + ", ".join("N" * len(shape)) + ",)", dt)
             if w.shape != shape:
                 raise ValueError(f"{name} must have shape {shape}; got {w.shape}")

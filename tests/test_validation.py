@@ -831,3 +831,31 @@ def test_model_awkward_X_matches_clean(variant, backend):
     Xa, Ya = VARIANTS[variant](X), VARIANTS[variant](Y)
     assert_same(m.forward(Xa), want_fwd)
     assert_same(m.loss_and_grad(Xa, Ya), want_loss)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unaligned_arrays_are_copied_before_c_reads_them(backend):
+    """Typed pointer reads of misaligned data are undefined behaviour in C (UBSan): an
+    unaligned X, weight, lengths or label array must reach the kernels as an aligned copy
+    and give the same result."""
+    def unaligned(a):
+        buf = np.empty(a.nbytes + 1, np.uint8)
+        out = np.frombuffer(buf[1:].data, dtype=a.dtype).reshape(a.shape)
+        out[...] = a
+        assert not out.flags.aligned
+        return out
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((3, 4, 2))
+    W_x, W_s, b = rng.standard_normal((2, 5)), 0.3 * rng.standard_normal((5, 5)), np.zeros(5)
+    W_y, b_y = rng.standard_normal((5, 3)), np.zeros(3)
+    labels, lengths = rng.integers(0, 3, size=(3, 4)), np.array([4, 2, 3])
+    want = fastrnn.elman_loss_and_grad(X, labels, None, W_x, W_s, b, W_y, b_y,
+                                       output="softmax", lengths=lengths, backend=backend)
+    got = fastrnn.elman_loss_and_grad(unaligned(X), unaligned(labels), None, unaligned(W_x),
+                                      unaligned(W_s), unaligned(b), W_y, b_y,
+                                      output="softmax", lengths=unaligned(lengths),
+                                      backend=backend)
+    assert got[0] == want[0]
+    for k in want[1]:
+        np.testing.assert_array_equal(got[1][k], want[1][k])

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Run fastrnn's compiled core (tools/valgrind_core.py) under valgrind's memcheck.
+#
+#   tools/valgrind.sh            (~1.5 minutes; the same cases take ~2 s without valgrind)
+#   tools/valgrind.sh --canary   (~30 s: checks that a planted out-of-bounds read in a C
+#                                 kernel is reported, i.e. that a clean run means something)
+#
+# Uses the fastrnn that `python3` imports, as normally built (-O3): the editable install of
+# this repository is fine, valgrind only reads it. A FASTRNN_DEBUG=1 (ASan) build cannot run
+# under valgrind and is refused. PYTHONMALLOC=malloc puts every Python allocation on malloc,
+# which memcheck tracks (pymalloc's arenas would otherwise need CPython's suppressions);
+# CPython's suppression file is passed too where this machine has one, and
+# tools/valgrind.supp (documented, for known false positives outside fastrnn) always.
+#
+# Exit status: 0 only if the core cases pass and memcheck's ERROR SUMMARY is 0 errors.
+# Environment: PYTHON (default python3); VALGRIND_LOG (default: a temporary file, kept and
+# printed on failure); extra arguments are passed to valgrind (e.g. --track-origins=no).
+set -uo pipefail
+
+CANARY=()
+if [[ "${1:-}" == --canary ]]; then CANARY=(--canary); shift; fi
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PY="${PYTHON:-python3}"
+# The interpreter itself, not a wrapper script (pyenv's shims are bash scripts, which
+# valgrind would check instead, losing the python it execs).
+PY="$("$PY" -c 'import sys; print(sys.executable)')" || { echo "valgrind.sh: no python"; exit 2; }
+T0=$SECONDS
+
+command -v valgrind >/dev/null || { echo "valgrind.sh: valgrind not installed (apt-get install valgrind)"; exit 2; }
+
+# The extension that will be checked: importable, and not the sanitizer build.
+SO="$(cd / && "$PY" -c 'import fastrnn._elman as m; print(m.__file__)' 2>&1)" \
+    || { echo "valgrind.sh: fastrnn._elman does not import: $SO"; exit 2; }
+deps="$(ldd "$SO")"
+if [[ "$deps" == *libasan* ]]; then
+    echo "valgrind.sh: $SO is an ASan (FASTRNN_DEBUG=1) build; valgrind needs a normal build"
+    exit 2
+fi
+
+# An in-place (editable) build older than its sources would check yesterday's code.
+src_dir="$(dirname "$SO")"
+for f in "$src_dir/_elman.pyx" "$src_dir/_blas.pxd" "$src_dir/_kernels.pxd" \
+         "$src_dir/../csrc/elman_kernels.c"; do
+    if [[ -f "$f" && "$f" -nt "$SO" ]]; then
+        echo "valgrind.sh: WARNING: $f is newer than $SO: rebuild (pip install -e .) first"
+    fi
+done
+
+SUPPS=()
+# CPython's own suppressions (Misc/valgrind-python.supp; Debian ships it as python3.supp).
+for f in /usr/lib/valgrind/python3.supp /usr/lib/x86_64-linux-gnu/valgrind/python3.supp \
+         "$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("srcdir") or "")')/Misc/valgrind-python.supp"; do
+    if [[ -f "$f" ]]; then SUPPS+=("--suppressions=$f"); break; fi
+done
+[[ -f "$HERE/valgrind.supp" ]] && SUPPS+=("--suppressions=$HERE/valgrind.supp")
+
+LOG="${VALGRIND_LOG:-$(mktemp "${TMPDIR:-/tmp}/fastrnn-valgrind.XXXXXX.log")}"
+echo "valgrind $(valgrind --version | sed 's/valgrind-//') memcheck on $SO"
+echo "suppressions: ${SUPPS[*]:-none}"
+echo "log: $LOG"
+
+# --errors-for-leak-kinds=none / --leak-check=no: CPython keeps memory until exit by
+# design; the target is invalid reads/writes and uses of uninitialised values.
+# --track-origins=yes: say where an uninitialised value came from.
+PYTHONMALLOC=malloc valgrind --tool=memcheck --error-exitcode=1 \
+    --leak-check=no --errors-for-leak-kinds=none --track-origins=yes --num-callers=40 \
+    --gen-suppressions=all "${SUPPS[@]}" --log-file="$LOG" "$@" \
+    "$PY" "$HERE/valgrind_core.py" "${CANARY[@]}"
+rc=$?
+
+summary="$(grep -E "ERROR SUMMARY" "$LOG" | tail -1 | sed 's/^==[0-9]*== //')"
+nerr="$(sed -nE 's/.*ERROR SUMMARY: ([0-9]+) errors.*/\1/p' <<<"$summary")"
+# Errors whose stack passes through fastrnn's own code (the Cython module or C kernels).
+ours="$(awk '/^==[0-9]+== (Invalid|Conditional|Use of uninit|Syscall|Mismatched|Source and dest)/{e=1; hit=0}
+             e && /(_elman|elman_kernels|fr_[a-z_]+_f(32|64))/{hit=1}
+             e && /^==[0-9]+== $/{if (hit) n++; e=0}
+             END{print n+0}' "$LOG")"
+if [[ "${nerr:-x}" != 0 ]]; then
+    echo
+    grep -E -A40 "^==[0-9]+== (Invalid|Conditional|Use of uninit|Syscall|Mismatched|Source and dest)" "$LOG" | head -200
+fi
+
+echo
+echo "run time: $((SECONDS - T0)) s; exit status $rc"
+echo "memcheck: ${summary:-no ERROR SUMMARY (valgrind did not finish?)}"
+echo "errors with fastrnn code on the stack: $ours"
+if ((${#CANARY[@]})); then
+    if ((ours >= 1)) && grep -q "Invalid read of size 8" "$LOG"; then
+        echo "valgrind.sh --canary: OK (memcheck reported the planted read; log: $LOG)"
+        exit 0
+    fi
+    echo "valgrind.sh --canary: FAIL: the planted out-of-bounds read was not reported ($LOG)"
+    exit 1
+fi
+if ((rc != 0)) || [[ "${nerr:-x}" != 0 ]]; then
+    echo "valgrind.sh: FAIL (log kept: $LOG)"
+    exit 1
+fi
+[[ -n "${VALGRIND_LOG:-}" ]] || rm -f "$LOG"
+echo "valgrind.sh: OK"
