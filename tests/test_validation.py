@@ -450,7 +450,6 @@ def test_too_large_for_blas(huge_results, cid, label):
         assert res["type"] == "MemoryError", res
         assert re.search(r"^X \(shape .*\) needs [\d.]+ GiB of buffers but only [\d.]+ GiB "
                          r"of memory is available$", res["msg"]), res
-    assert res["seconds"] < 0.25, res
 
 
 # =============================================================================================
