@@ -258,28 +258,19 @@ FR_DEFINE_KERNELS(double, f64, fr_tanh_f64, fr_sigmoid_f64)
 
 /* Non-finite <=> all exponent bits set. Integer OR-reduction: vectorises without
  * -ffast-math; blocks of 1024 let a bad value end the scan early. */
-FR_CLONES int fr_all_finite_f32(const float *a, ptrdiff_t n)
-{
-    const uint32_t *u = (const uint32_t *)a;
-    for (ptrdiff_t start = 0; start < n; start += 1024) {
-        ptrdiff_t stop = n - start < 1024 ? n : start + 1024;
-        uint32_t bad = 0;
-        for (ptrdiff_t i = start; i < stop; ++i)
-            bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
-        if (bad) return 0;
-    }
-    return 1;
+#define FR_DEFINE_ALL_FINITE(T, SFX, U, EXP_MASK)                                             \
+FR_CLONES int fr_all_finite_##SFX(const T *a, ptrdiff_t n)                                    \
+{                                                                                             \
+    const U *u = (const U *)a;                                                                \
+    for (ptrdiff_t start = 0; start < n; start += 1024) {                                     \
+        ptrdiff_t stop = n - start < 1024 ? n : start + 1024;                                 \
+        U bad = 0;                                                                            \
+        for (ptrdiff_t i = start; i < stop; ++i)                                              \
+            bad |= (U)((u[i] & (EXP_MASK)) == (EXP_MASK));                                    \
+        if (bad) return 0;                                                                    \
+    }                                                                                         \
+    return 1;                                                                                 \
 }
 
-FR_CLONES int fr_all_finite_f64(const double *a, ptrdiff_t n)
-{
-    const uint64_t *u = (const uint64_t *)a;
-    for (ptrdiff_t start = 0; start < n; start += 1024) {
-        ptrdiff_t stop = n - start < 1024 ? n : start + 1024;
-        uint64_t bad = 0;
-        for (ptrdiff_t i = start; i < stop; ++i)
-            bad |= (uint64_t)((u[i] & 0x7ff0000000000000u) == 0x7ff0000000000000u);
-        if (bad) return 0;
-    }
-    return 1;
-}
+FR_DEFINE_ALL_FINITE(float, f32, uint32_t, 0x7f800000u)
+FR_DEFINE_ALL_FINITE(double, f64, uint64_t, 0x7ff0000000000000u)
