@@ -27,15 +27,21 @@ else:
     cflags = ["-O3"]
     ldflags = []
 
-extensions = [
-    Extension(
-        "fastrnn._elman",
-        sources=["fastrnn/_elman.pyx", "csrc/elman_kernels.c"],
+def extension(name, pyx):
+    """A compiled module: its .pyx with the shared element-wise C kernels linked in."""
+    return Extension(
+        name,
+        sources=[pyx, "csrc/fr_kernels.c"],
         include_dirs=["csrc", np.get_include()],
         extra_compile_args=cflags,
         extra_link_args=ldflags,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
     )
+
+
+extensions = [
+    extension("fastrnn._head", "fastrnn/_head.pyx"),            # output layer and losses
+    extension("fastrnn.cells._elman", "fastrnn/cells/_elman.pyx"),
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=directives))
+setup(ext_modules=cythonize(extensions, compiler_directives=directives, include_path=["."]))

@@ -1,4 +1,4 @@
-"""fastrnn: fast Elman recurrent networks on the CPU.
+"""fastrnn: fast recurrent networks on the CPU.
 
     s_t = phi(x_t W_x + s_{t-1} W_s + b)        y_t = s_t W_y + b_y  (or its softmax)
 
@@ -6,15 +6,17 @@ The hot loops are Cython over BLAS with vectorised C kernels; ``backend="numpy"`
 pure-NumPy reference with the same signatures.
 """
 from .activations import ACTIVATIONS
-from .functional import (elman_backward, elman_forward, elman_loss_and_grad, elman_predict,
+from .functional import (cell_backward, cell_forward, cell_loss_and_grad, cell_predict,
+                         elman_backward, elman_forward, elman_loss_and_grad, elman_predict,
                          get_backend)
 from .io import from_torch_state_dict, load, read_metadata, save, to_torch_state_dict
-from .model import ElmanRNN
+from .model import ElmanRNN, RecurrentModel
 from .train import Callback, EarlyStopping, History, ModelCheckpoint
 
 __version__ = "0.1.0"
 
 __all__ = ["ACTIVATIONS", "Callback", "EarlyStopping", "ElmanRNN", "History", "ModelCheckpoint",
-           "elman_backward", "elman_forward", "elman_loss_and_grad", "elman_predict",
+           "RecurrentModel", "cell_backward", "cell_forward", "cell_loss_and_grad",
+           "cell_predict", "elman_backward", "elman_forward", "elman_loss_and_grad", "elman_predict",
            "from_torch_state_dict", "get_backend", "load", "read_metadata", "save",
            "to_torch_state_dict", "__version__"]

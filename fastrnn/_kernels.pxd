@@ -1,7 +1,12 @@
-# Declarations of the vectorised element-wise C kernels in csrc/elman_kernels.c.
+# The vectorised element-wise C kernels of csrc/fr_kernels.c, and their precision dispatch:
+# each inline wrapper below takes the fused `floating` type and calls the float32 or float64
+# kernel (resolved at compile time in each specialisation). Cimported by the compiled head
+# (fastrnn/_head.pyx) and by every cell's kernels (fastrnn/cells/_*.pyx); each of those
+# extensions links csrc/fr_kernels.c.
+from cython cimport floating
 from libc.stdint cimport int64_t, uint8_t
 
-cdef extern from "elman_kernels.h" nogil:
+cdef extern from "fr_kernels.h" nogil:
     void fr_bias_act_f32(float *Z, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
                          const float *b, int act)
     void fr_bias_act_f64(double *Z, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
@@ -30,3 +35,71 @@ cdef extern from "elman_kernels.h" nogil:
                        Py_ssize_t cols, double scale, const uint8_t *valid)
     bint fr_all_finite_f32(const float *a, Py_ssize_t n)
     bint fr_all_finite_f64(const double *a, Py_ssize_t n)
+    # the activation codes (the order of fastrnn.activations.ACTIVATIONS)
+    enum:
+        FR_IDENTITY
+        FR_TANH
+        FR_RELU
+        FR_SIGMOID
+
+
+cdef inline void bias_act(floating *Z, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
+                          const floating *b, int act) noexcept nogil:
+    """Z[r, c] = phi(Z[r, c] + b[c]) for rows r of a block with leading dimension ld."""
+    if floating is float:
+        fr_bias_act_f32(Z, rows, cols, ld, b, act)
+    else:
+        fr_bias_act_f64(Z, rows, cols, ld, b, act)
+
+
+cdef inline void act_grad(floating *G, Py_ssize_t ldg, const floating *S, Py_ssize_t lds,
+                          Py_ssize_t rows, Py_ssize_t cols, int act) noexcept nogil:
+    """G[r, c] *= phi'(a[r, c]), phi' written in terms of the output S = phi(a)."""
+    if floating is float:
+        fr_act_grad_f32(G, ldg, S, lds, rows, cols, act)
+    else:
+        fr_act_grad_f64(G, ldg, S, lds, rows, cols, act)
+
+
+cdef inline void colsum(const floating *A, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
+                        floating *out) noexcept nogil:
+    """out[c] = sum_r A[r, c]."""
+    if floating is float:
+        fr_colsum_f32(A, rows, cols, ld, out)
+    else:
+        fr_colsum_f64(A, rows, cols, ld, out)
+
+
+cdef inline void add_bias(floating *Z, Py_ssize_t rows, Py_ssize_t cols,
+                          const floating *b) noexcept nogil:
+    """Z[r, c] += b[c] for a contiguous (rows, cols) Z."""
+    if floating is float:
+        fr_add_bias_f32(Z, rows, cols, cols, b)
+    else:
+        fr_add_bias_f64(Z, rows, cols, cols, b)
+
+
+cdef inline void softmax(floating *Z, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
+    """Row-wise softmax of a contiguous (rows, cols) Z, in place."""
+    if floating is float:
+        fr_softmax_f32(Z, rows, cols, cols)
+    else:
+        fr_softmax_f64(Z, rows, cols, cols)
+
+
+cdef inline double mse(floating *Z, const floating *Y, Py_ssize_t rows, Py_ssize_t cols,
+                       double scale, const uint8_t *valid) noexcept nogil:
+    """sum((Z - Y)**2) over the valid rows; Z <- scale * 2 * (Z - Y) (0 on invalid rows)."""
+    if floating is float:
+        return fr_mse_f32(Z, cols, Y, cols, rows, cols, scale, valid)
+    else:
+        return fr_mse_f64(Z, cols, Y, cols, rows, cols, scale, valid)
+
+
+cdef inline double xent(floating *Z, const int64_t *y, Py_ssize_t rows, Py_ssize_t cols,
+                        double scale, const uint8_t *valid) noexcept nogil:
+    """sum of -log softmax(Z[r])[y[r]] over the valid rows; Z <- scale * (softmax - onehot)."""
+    if floating is float:
+        return fr_xent_f32(Z, cols, y, rows, cols, scale, valid)
+    else:
+        return fr_xent_f64(Z, cols, y, rows, cols, scale, valid)

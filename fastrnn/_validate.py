@@ -6,6 +6,8 @@ TypeError for a wrong type or dtype, ValueError for a wrong shape or value, Memo
 a request larger than the machine's available memory.
 """
 import functools
+import math
+import numbers
 import operator
 import os
 
@@ -14,7 +16,7 @@ import numpy as np
 from .activations import ACTIVATIONS
 
 try:        # one vectorised pass without a temporary; np.isfinite(x).all() if not built
-    from ._elman import all_finite as _all_finite
+    from ._head import all_finite as _all_finite
 except ImportError:
     def _all_finite(x):
         return bool(np.isfinite(x).all())
@@ -34,6 +36,13 @@ def choice(value, name, choices):
     return value
 
 
+def boolean(value, name):
+    """value as a Python bool (only True, False and NumPy bools)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+    return bool(value)
+
+
 def positive_int(value, name):
     """value as a Python int >= 1 (bools and floats are refused)."""
     if isinstance(value, (bool, np.bool_)):
@@ -48,6 +57,44 @@ def positive_int(value, name):
     if value > BLAS_INT_MAX:
         raise ValueError(f"{name} = {value} is too large: BLAS dimensions must be < 2**31")
     return value
+
+
+def real(value, name):
+    """value as a finite Python float (bools, strings and arrays are refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {value!r} of type "
+                        f"{type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite; got {value}")
+    return value
+
+
+def positive_real(value, name):
+    """value as a finite Python float > 0."""
+    value = real(value, name)
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0; got {value}")
+    return value
+
+
+def fraction(value, name):
+    """value in [0, 1): a decay rate such as momentum or Adam's betas."""
+    value = real(value, name)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1); got {value}")
+    return value
+
+
+def count(value, name):
+    """value as a Python int >= 1, for hyperparameters (epochs, step sizes...): like
+    positive_int, without the BLAS size limit."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer; got {value!r} of type "
+                        f"{type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value}")
+    return int(value)
 
 
 def float_dtype(dtype, name="dtype"):
@@ -120,50 +167,75 @@ def expect_shape(x, name, expected, dims, context):
                          f"got {x.shape}")
 
 
-def recurrence(X, h0, W_x, W_s, b, W_y=None, b_y=None, buffers=None, what=""):
-    """Validated (X, h0, W_x, W_s, b) of one dtype; h0=None means zeros. With the output
-    layer (W_y, b_y) given, returns (X, h0, W_x, W_s, b, W_y, b_y).
+def recurrence(cell, X, state0, weights, W_y=None, b_y=None, buffers=None, what=""):
+    """Validated (X, state0, weights) of one dtype for the cell (a fastrnn.cells.CellSpec):
+    state0 a tuple in the order of cell.states (an entry None means zeros; state0 None means
+    all zeros), weights a tuple in the order of cell.weights. With the output layer
+    (W_y, b_y) given, returns (X, state0, weights, W_y, b_y).
 
     Shapes, sizes and memory are checked before any array is scanned, copied or
     allocated, so an absurd (say, broadcast) input fails at once. buffers(N, T, I, H, O):
     the number of elements the caller will allocate (O is 0 without an output layer); the
-    input copies and h0 are added to it for the MemoryError check.
+    input copies and zero states are added to it for the MemoryError check.
     """
     X = float_array(X, "X", "(N, T, I)", finish=False)
     dt = X.dtype if X.dtype.isnative else X.dtype.newbyteorder("=")
     N, T, I = X.shape
-    W_s = float_array(W_s, "W_s", "(H, H)", dt, finish=False)
-    H = W_s.shape[0]
-    if W_s.shape[1] != H:
-        raise ValueError(f"W_s must be square with shape (H, H); got {W_s.shape}")
-    W_x = float_array(W_x, "W_x", "(I, H)", dt, finish=False)
-    expect_shape(W_x, "W_x", (I, H), "(I, H)", f"X {X.shape} and W_s {W_s.shape}")
-    b = float_array(b, "b", "(H,)", dt, finish=False)
-    expect_shape(b, "b", (H,), "(H,)", f"W_s {W_s.shape}")
-    if h0 is not None:
-        h0 = float_array(h0, "h0", "(N, H)", dt, finish=False)
-        expect_shape(h0, "h0", (N, H), "(N, H)", f"X {X.shape} and W_s {W_s.shape}")
+    # The recurrent weight (H, G*H) fixes H; everything else is checked against it.
+    rec = cell.recurrent_weight
+    weights = dict(zip(cell.weight_names, weights))
+    for spec in cell.weights:
+        if spec.name == rec:
+            W_s = weights[rec] = float_array(weights[rec], rec, spec.dims, dt, finish=False)
+            H = W_s.shape[0]
+            if W_s.shape[1] != spec.blocks * H:
+                how = "square with shape (H, H)" if spec.blocks == 1 else \
+                    f"of shape {spec.dims} ({cell.n_gates} gate blocks of H columns)"
+                raise ValueError(f"{rec} must be {how}; got {W_s.shape}")
+    for spec in cell.weights:
+        if spec.name != rec:
+            name = spec.name
+            w = weights[name] = float_array(weights[name], name, spec.dims, dt, finish=False)
+            context = f"X {X.shape} and {rec} {W_s.shape}" if spec.rows == "I" else \
+                f"{rec} {W_s.shape}"
+            expect_shape(w, name, spec.shape(I, H), spec.dims, context)
+    state0 = list(state0) if state0 is not None else [None] * len(cell.states)
+    for i, name in enumerate(cell.state_args):
+        if state0[i] is not None:
+            state0[i] = s = float_array(state0[i], name, "(N, H)", dt, finish=False)
+            expect_shape(s, name, (N, H), "(N, H)", f"X {X.shape} and {rec} {W_s.shape}")
     O = 0
+    gated = {"GH": cell.n_gates * H} if cell.n_gates > 1 else {}
     if W_y is None:
-        blas_sizes(N=N, T=T, I=I, H=H)
+        blas_sizes(N=N, T=T, I=I, H=H, **gated)
     else:
         W_y, b_y = output_layer(W_y, b_y, H, dt, finish=False)
         O = W_y.shape[1]
-        blas_sizes(N=N, T=T, I=I, H=H, O=O)
+        blas_sizes(N=N, T=T, I=I, H=H, O=O, **gated)
     if buffers is not None:
-        copied = [(n, a) for n, a in (("X", X), ("h0", h0)) if a is not None
+        copied = [n for n, a in zip(("X",) + cell.state_args, [X] + state0) if a is not None
                   and not (a.flags.c_contiguous and a.dtype.isnative)]
-        elements = (buffers(N, T, I, H, O) + sum(a.size for _, a in copied)
-                    + (N * H if h0 is None else 0))
+        elements = buffers(N, T, I, H, O)
+        for s in state0:                   # zero states, allocated below
+            if s is None:
+                elements += N * H
+        for n in copied:
+            elements += X.size if n == "X" else N * H
         if copied:
-            what += f" (with a contiguous copy of {', '.join(n for n, _ in copied)})"
+            what += f" (with a contiguous copy of {', '.join(copied)})"
         memory(elements * dt.itemsize, what)
-    X, W_s, W_x, b = finished(X, "X"), finished(W_s, "W_s"), finished(W_x, "W_x"), \
-        finished(b, "b")
-    h0 = np.zeros((N, H), dt) if h0 is None else finished(h0, "h0")
+    X = finished(X, "X")
+    weights[rec] = finished(weights[rec], rec)
+    for name in cell.weight_names:
+        if name != rec:
+            weights[name] = finished(weights[name], name)
+    weights = tuple(weights.values())
+    for i, name in enumerate(cell.state_args):
+        state0[i] = np.zeros((N, H), dt) if state0[i] is None else finished(state0[i], name)
+    state0 = tuple(state0)
     if W_y is None:
-        return X, h0, W_x, W_s, b
-    return X, h0, W_x, W_s, b, finished(W_y, "W_y"), finished(b_y, "b_y")
+        return X, state0, weights
+    return X, state0, weights, finished(W_y, "W_y"), finished(b_y, "b_y")
 
 
 def output_layer(W_y, b_y, H, dt, finish=True):
@@ -183,7 +255,7 @@ def output_layer(W_y, b_y, H, dt, finish=True):
 def states(S, name, N, T, H, dt):
     """Validated (N, T, H) array S of dtype dt (states or their gradients)."""
     S = float_array(S, name, "(N, T, H)", dt, finish=False)
-    expect_shape(S, name, (N, T, H), "(N, T, H)", "X and W_s")
+    expect_shape(S, name, (N, T, H), "(N, T, H)", "X and the recurrent weight")
     return finished(S, name)
 
 
@@ -244,10 +316,11 @@ def targets(Y, output, target, N, T, O, dt, lengths=None):
 
 
 def blas_sizes(**dims):
-    """Every BLAS int we form (dimensions, N*T rows, T*K leading dimensions) fits in 32 bits."""
+    """Every BLAS int we form (dimensions, N*T rows, T*K leading dimensions) fits in 32 bits.
+    GH: the width G*H of a gated cell's stacked gate blocks."""
     N, T = dims["N"], dims["T"]
     products = {"N*T": N * T}
-    for k in ("I", "H", "O"):
+    for k in ("I", "H", "O", "GH"):
         if k in dims:
             products[f"T*{k}"] = T * dims[k]
     for label, value in {**dims, **products}.items():

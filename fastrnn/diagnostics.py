@@ -13,7 +13,7 @@ Mikolov & Bengio 2013) are for.
 """
 import numpy as np
 
-from .functional import elman_loss_and_grad
+from .init import spectral_radius
 
 # max |phi'(a)| over a: tanh'(0) = 1, sigmoid'(0) = 1/4, relu and identity 1
 MAX_DERIVATIVE = {"tanh": 1.0, "sigmoid": 0.25, "relu": 1.0, "identity": 1.0}
@@ -27,16 +27,8 @@ def gradient_flow(model, X, Y, target="last", lengths=None, h0=None):
     With target="last" only the last step is scored, so flow[k] is the error signal after
     travelling k steps back: on a log scale, its slope is the vanishing (or exploding) rate.
     """
-    p = model.params
-    _, grads = elman_loss_and_grad(X, Y, h0, p["W_x"], p["W_s"], p["b"], p["W_y"], p["b_y"],
-                                   model.activation, model.output, target, model.backend,
-                                   lengths=lengths, state_grad_norms=True)
+    _, grads = model.loss_and_grad(X, Y, h0, target, lengths=lengths, state_grad_norms=True)
     return grads["state_grad_norms"].mean(axis=0)[::-1].copy()
-
-
-def spectral_radius(W):
-    """Largest |eigenvalue| of the square matrix W."""
-    return float(np.max(np.abs(np.linalg.eigvals(np.asarray(W, dtype=np.float64)))))
 
 
 def largest_singular_value(W):
@@ -47,14 +39,15 @@ def largest_singular_value(W):
 def jacobian_bound(model, k):
     """Upper bound (max|phi'| * ||W_s||_2)^k on the norm of a product of k step Jacobians
     ds_t/ds_{t-1} = diag(phi'(a_t)) W_s^T; k may be an array."""
-    gamma = MAX_DERIVATIVE[model.activation] * largest_singular_value(model.params["W_s"])
+    W_s = model.params[model.cell.recurrent_weight]
+    gamma = MAX_DERIVATIVE[model.activation] * largest_singular_value(W_s)
     return gamma ** np.asarray(k, dtype=np.float64)
 
 
 def recurrence_summary(model):
     """dict: spectral radius and largest singular value of W_s, max|phi'|, and their product
     gamma, the per-step factor of the Jacobian bound."""
-    W_s = model.params["W_s"]
+    W_s = model.params[model.cell.recurrent_weight]
     sigma = largest_singular_value(W_s)
     return {"spectral_radius": spectral_radius(W_s), "largest_singular_value": sigma,
             "max_derivative": MAX_DERIVATIVE[model.activation],

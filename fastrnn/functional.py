@@ -1,53 +1,154 @@
-"""The functional core: Elman forward, BPTT backward, prediction and loss gradients.
+"""The functional core: forward recurrence, BPTT backward, prediction and loss gradients, for
+every cell.
 
-Each function validates its arguments once (fastrnn._validate) and hands them to a backend:
-``backend="cython"`` (default, fastrnn/_elman.pyx) or ``backend="numpy"`` (the reference,
-fastrnn/reference.py). Both have the same signatures and semantics.
+Each function validates its arguments once (fastrnn._validate) and hands them to a cell's
+backend: ``backend="cython"`` (default, the compiled fastrnn/cells/_NAME.pyx) or
+``backend="numpy"`` (its NumPy twin, fastrnn/cells/NAME.py). Both have the same signatures
+and semantics (the calling convention is in fastrnn/cells/spec.py).
 
-Shapes (row vectors, batch-first): X (N, T, I), h0 (N, H), W_x (I, H), W_s (H, H), b (H,),
-W_y (H, O), b_y (O,), S (N, T, H), Y (N, T, O). float32 and float64 are both native: every
-array must have X's dtype and results come back in it.
+The generic functions take the cell (a name or a fastrnn.cells.CellSpec), its initial
+states as a tuple in the order of cell.states (None: zeros), its weights as a tuple in the
+order of cell.weights and its options (the Elman cell's activation) as a tuple. The elman_*
+functions are the Elman cell's, with the weights as separate arguments.
+
+Shapes (row vectors, batch-first): X (N, T, I), states (N, T, H), outputs Y (N, T, O);
+W_y (H, O), b_y (O,). float32 and float64 are both native: every array must have X's dtype
+and results come back in it.
 
 Variable-length batches: lengths (N,) integers in [1, T] (None: every sequence has T
 steps). Sequence n ends after lengths[n] steps; at later steps its state stays as it was
 (so S[:, -1] is every sequence's last valid state), nothing is scored and no gradient flows.
 No sorting or packing: the cost is that of the padded batch.
 """
-from . import _validate, reference
-
-try:
-    from . import _elman
-    _ELMAN_ERROR = None
-except ImportError as exc:          # source tree without a build: numpy backend still works
-    _elman, _ELMAN_ERROR = None, exc
+from . import _validate
+from .cells import ELMAN, get_cell
 
 
-def get_backend(backend):
-    """The backend module for the name "cython" or "numpy"."""
-    _validate.choice(backend, "backend", _validate.BACKENDS)
-    if backend == "numpy":
-        return reference
-    if _elman is None:
-        raise ImportError(
-            f"the compiled extension fastrnn._elman is not available ({_ELMAN_ERROR}). "
-            f"fastrnn was imported from {__file__.rsplit('/', 2)[0]}: if that is the source "
-            "tree, run from another directory (or use the `fastrnn`/`pytest` commands), or "
-            "build in place with `pip install -e .`; or use backend='numpy'")
-    return _elman
+def get_backend(backend, cell="elman"):
+    """The module implementing cell ("elman", ...) for backend "cython" or "numpy"."""
+    return get_cell(cell).backend(backend)
 
+
+def _options(cell, options):
+    """The cell's options validated (the Elman cell's activation)."""
+    options = tuple(options)
+    if len(options) != len(cell.options):
+        raise TypeError(f"the {cell.name} cell takes options {cell.options}; got {options!r}")
+    for name, value in zip(cell.options, options):
+        if name == "activation":
+            _validate.choice(value, "activation", _validate.ACTIVATIONS)
+        elif name == "forget_gate":
+            _validate.boolean(value, "forget_gate")
+    return options
+
+
+def cell_forward(cell, X, state0, weights, options=(), backend="cython", lengths=None):
+    """The states of the recurrence for inputs X (N, T, I): S (N, T, H) for a cell with one
+    state (Elman, GRU), the tuple (H (N, T, H), C (N, T, H)) for the LSTM."""
+    cell = get_cell(cell)
+    be = cell.backend(backend)
+    options = _options(cell, options)
+    X, state0, weights = _validate.recurrence(
+        cell, X, state0, weights, what=f"{cell.name}_forward",
+        buffers=lambda N, T, I, H, O: cell.buffers_per_step * N * T * H)
+    N, T, _ = X.shape
+    lengths = _validate.lengths(lengths, N, T)
+    return be.forward(X, *state0, *weights, *options, lengths)
+
+
+def cell_backward(cell, X, state0, weights, states, dstates, options=(), backend="cython",
+                  lengths=None):
+    """Backpropagation through time given the forward states (a tuple in the order of
+    cell.states, each (N, T, H)) and the gradients of the loss with respect to them as seen
+    from outside the recurrence (same form). Returns a dict with the gradients of "X", each
+    initial state ("h0", "c0") and each weight."""
+    cell = get_cell(cell)
+    be = cell.backend(backend)
+    options = _options(cell, options)
+    X, state0, weights = _validate.recurrence(
+        cell, X, state0, weights, what=f"{cell.name}_backward",
+        buffers=lambda N, T, I, H, O: (cell.buffers_per_step + 2) * N * T * H + N * T * I)
+    N, T, _ = X.shape
+    H = weights[cell.weight_names.index("W_s")].shape[0]
+    states = tuple(_validate.states(S, name, N, T, H, X.dtype)
+                   for S, name in zip(states, _state_arg_names(cell, "S")))
+    dstates = tuple(_validate.states(S, name, N, T, H, X.dtype)
+                    for S, name in zip(dstates, _state_arg_names(cell, "dS")))
+    lengths = _validate.lengths(lengths, N, T)
+    return be.backward(X, *state0, *weights, *states, *dstates, *options, lengths)
+
+
+def _state_arg_names(cell, prefix):
+    """Names of the state-sequence arguments in messages: "S"/"dS" for a one-state cell,
+    else "H", "C" / "dH", "dC"."""
+    if len(cell.states) == 1:
+        return (prefix,)
+    return tuple(prefix[:-1] + s.upper() for s in cell.states)
+
+
+def cell_predict(cell, X, state0, weights, W_y, b_y, options=(), output="linear",
+                 backend="cython", lengths=None):
+    """(Y, S): outputs Y (N, T, O) = S W_y + b_y (softmax of it if output="softmax") and the
+    (hidden) states S (N, T, H)."""
+    cell = get_cell(cell)
+    be = cell.backend(backend)
+    options = _options(cell, options)
+    _validate.choice(output, "output", _validate.OUTPUTS)
+    X, state0, weights, W_y, b_y = _validate.recurrence(
+        cell, X, state0, weights, W_y, b_y, what=f"{cell.name}_predict",
+        buffers=lambda N, T, I, H, O: cell.buffers_per_step * N * T * H + N * T * O)
+    N, T, _ = X.shape
+    lengths = _validate.lengths(lengths, N, T)
+    return be.predict(X, *state0, *weights, W_y, b_y, *options, output, lengths)
+
+
+def cell_loss_and_grad(cell, X, Y, state0, weights, W_y, b_y, options=(), output="linear",
+                       target="sequence", backend="cython", input_grads=False, lengths=None,
+                       return_state=False, state_grad_norms=False):
+    """(loss, grads) of a recurrent network with its output layer, in one call.
+
+    output "linear": Y real (N, T, O) for target "sequence", (N, O) for "last"; loss is the
+    mean squared error over every output element. output "softmax": Y integer class labels
+    (N, T) or (N,); loss is the mean cross-entropy over targets. grads holds every weight of
+    the cell, "W_y" and "b_y" (and "X" and each initial state, "h0"/"c0", if input_grads),
+    each shaped like its argument. With lengths, target "last" scores each sequence's last
+    valid step, and "sequence" only the valid steps (labels past the end are ignored, so
+    any padding value will do). With return_state, returns (loss, grads, state): the final
+    states, h_last (N, H) for a one-state cell or the tuple (h_last, c_last) for the LSTM,
+    for carrying into the next chunk of a long sequence (truncated BPTT). With
+    state_grad_norms, grads["state_grad_norms"] (N, T) float64 holds ||dLoss/dh[n, t]||,
+    the gradient that reaches each state through every path (read off during the backward
+    pass); the LSTM adds grads["cell_grad_norms"] for c.
+    """
+    cell = get_cell(cell)
+    be = cell.backend(backend)
+    options = _options(cell, options)
+    _validate.choice(output, "output", _validate.OUTPUTS)
+    _validate.choice(target, "target", _validate.TARGETS)
+    # states and gate buffers, their gradients, outputs, (input gradients), the targets
+    X, state0, weights, W_y, b_y = _validate.recurrence(
+        cell, X, state0, weights, W_y, b_y, what=f"{cell.name}_loss_and_grad",
+        buffers=lambda N, T, I, H, O: ((cell.buffers_per_step + 1) * N * T * H + 2 * N * T * O
+                                       + (N * T * I if input_grads else 0)))
+    N, T, _ = X.shape
+    H, O = W_y.shape
+    lengths = _validate.lengths(lengths, N, T)
+    Y = _validate.targets(Y, output, target, N, T, O, X.dtype, lengths)
+    return be.loss_and_grad(X, Y, *state0, *weights, W_y, b_y, *options, output, target,
+                            bool(input_grads), lengths, bool(return_state),
+                            bool(state_grad_norms))
+
+
+# ---------------------------------------------------------------------------------------------
+# The Elman cell's functions, with its weights (W_x (I, H), W_s (H, H), b (H,)) and its
+# initial state h0 (N, H) as separate arguments.
 
 def elman_forward(X, h0, W_x, W_s, b, activation="tanh", backend="cython", lengths=None):
     """States S (N, T, H) of s_t = phi(x_t W_x + s_{t-1} W_s + b), s_{-1} = h0.
 
     h0 may be None (zeros). activation: "tanh", "relu", "sigmoid" or "identity".
     """
-    be = get_backend(backend)
-    _validate.choice(activation, "activation", _validate.ACTIVATIONS)
-    X, h0, W_x, W_s, b = _validate.recurrence(
-        X, h0, W_x, W_s, b, buffers=lambda N, T, I, H, O: N * T * H, what="elman_forward")
-    N, T, _ = X.shape
-    lengths = _validate.lengths(lengths, N, T)
-    return be.forward(X, h0, W_x, W_s, b, activation, lengths)
+    return cell_forward(ELMAN, X, (h0,), (W_x, W_s, b), (activation,), backend, lengths)
 
 
 def elman_backward(X, h0, W_x, W_s, b, S, dS, activation="tanh", backend="cython",
@@ -59,32 +160,16 @@ def elman_backward(X, h0, W_x, W_s, b, S, dS, activation="tanh", backend="cython
     the loss through the recurrence: a dict with keys "X", "h0", "W_x", "W_s", "b", each of
     the shape and dtype of its argument. With lengths, dS past a sequence's end is ignored.
     """
-    be = get_backend(backend)
-    _validate.choice(activation, "activation", _validate.ACTIVATIONS)
-    X, h0, W_x, W_s, b = _validate.recurrence(
-        X, h0, W_x, W_s, b, buffers=lambda N, T, I, H, O: 3 * N * T * H + N * T * I,
-        what="elman_backward")
-    N, T, _ = X.shape
-    H = W_s.shape[0]
-    S = _validate.states(S, "S", N, T, H, X.dtype)
-    dS = _validate.states(dS, "dS", N, T, H, X.dtype)
-    lengths = _validate.lengths(lengths, N, T)
-    return be.backward(X, h0, W_x, W_s, b, S, dS, activation, lengths)
+    return cell_backward(ELMAN, X, (h0,), (W_x, W_s, b), (S,), (dS,), (activation,), backend,
+                         lengths)
 
 
 def elman_predict(X, h0, W_x, W_s, b, W_y, b_y, activation="tanh", output="linear",
                   backend="cython", lengths=None):
     """(Y, S): outputs Y (N, T, O) = S W_y + b_y (softmax of it if output="softmax") and
     states S (N, T, H)."""
-    be = get_backend(backend)
-    _validate.choice(activation, "activation", _validate.ACTIVATIONS)
-    _validate.choice(output, "output", _validate.OUTPUTS)
-    X, h0, W_x, W_s, b, W_y, b_y = _validate.recurrence(
-        X, h0, W_x, W_s, b, W_y, b_y, buffers=lambda N, T, I, H, O: N * T * (H + O),
-        what="elman_predict")
-    N, T, _ = X.shape
-    lengths = _validate.lengths(lengths, N, T)
-    return be.predict(X, h0, W_x, W_s, b, W_y, b_y, activation, output, lengths)
+    return cell_predict(ELMAN, X, (h0,), (W_x, W_s, b), W_y, b_y, (activation,), output,
+                        backend, lengths)
 
 
 def elman_loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation="tanh", output="linear",
@@ -103,19 +188,6 @@ def elman_loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation="tanh", outp
     grads["state_grad_norms"] (N, T) float64 holds ||dLoss/dS[n, t]||, the gradient that
     reaches each state through every path (read off during the backward pass).
     """
-    be = get_backend(backend)
-    _validate.choice(activation, "activation", _validate.ACTIVATIONS)
-    _validate.choice(output, "output", _validate.OUTPUTS)
-    _validate.choice(target, "target", _validate.TARGETS)
-    # states, their gradients, outputs, (input gradients), and a copy of the targets
-    X, h0, W_x, W_s, b, W_y, b_y = _validate.recurrence(
-        X, h0, W_x, W_s, b, W_y, b_y, what="elman_loss_and_grad",
-        buffers=lambda N, T, I, H, O: (2 * N * T * H + 2 * N * T * O
-                                       + (N * T * I if input_grads else 0)))
-    N, T, _ = X.shape
-    H, O = W_y.shape
-    lengths = _validate.lengths(lengths, N, T)
-    Y = _validate.targets(Y, output, target, N, T, O, X.dtype, lengths)
-    return be.loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation, output, target,
-                            bool(input_grads), lengths, bool(return_state),
-                            bool(state_grad_norms))
+    return cell_loss_and_grad(ELMAN, X, Y, (h0,), (W_x, W_s, b), W_y, b_y, (activation,),
+                              output, target, backend, input_grads, lengths, return_state,
+                              state_grad_norms)

@@ -14,6 +14,13 @@ training loop's evaluation and the demos use these functions.
 """
 import numpy as np
 
+PARAMS = ("W_y", "b_y")        # the head's parameters, after every cell's own in model.params
+
+
+def param_shapes(hidden_size, output_size):
+    """{name: shape} of the head's parameters: W_y (H, O), b_y (O,)."""
+    return {"W_y": (hidden_size, output_size), "b_y": (output_size,)}
+
 
 def predict(S, W_y, b_y, output):
     """Y (N, T, O): the outputs for states S (N, T, H) (softmax probabilities if output is

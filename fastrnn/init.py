@@ -1,10 +1,11 @@
-"""Initialisation schemes for Elman network parameters.
+"""Initialisation schemes for the parameters of every cell and its output layer.
 
     params = init_params(I, H, O, scheme="orthogonal", rng=0, spectral_radius=0.9)
     model = fastrnn.ElmanRNN(I, H, O)
     model.params.update(params)
 
-Schemes (W_x (I, H), W_s (H, H), b (H,), W_y (H, O), b_y (O,)):
+Schemes (shown for the Elman cell, W_x (I, H), W_s (H, H), b (H,), W_y (H, O), b_y (O,);
+gated cells apply them to each H-wide gate block of their weights):
 
     "uniform"     every parameter U(-1/sqrt(H), 1/sqrt(H)): PyTorch's nn.RNN + nn.Linear
                   default, and what ElmanRNN(seed=...) does
@@ -13,9 +14,11 @@ Schemes (W_x (I, H), W_s (H, H), b (H,), W_y (H, O), b_y (O,)):
                   Keras SimpleRNN default
     "identity"    W_s = I, W_x and W_y N(0, 0.001^2), zero biases: the IRNN
 """
+import math
+
 import numpy as np
 
-from . import _validate
+from . import _validate, head
 
 __all__ = ["SCHEMES", "init_params", "spectral_radius", "orthogonal", "glorot_uniform"]
 
@@ -23,75 +26,93 @@ SCHEMES = ("uniform", "glorot", "orthogonal", "identity")
 
 
 def init_params(input_size, hidden_size, output_size, scheme="uniform", rng=None,
-                dtype="float32", spectral_radius=None):
-    """A new dict of parameters "W_x" (I, H), "W_s" (H, H), "b" (H,), "W_y" (H, O) and
-    "b_y" (O,), all of the given dtype.
+                dtype="float32", spectral_radius=None, cell="elman"):
+    """A new dict of parameters for a cell and its output layer: for the Elman cell "W_x"
+    (I, H), "W_s" (H, H), "b" (H,), "W_y" (H, O) and "b_y" (O,), all of the given dtype.
 
     scheme : {"uniform", "glorot", "orthogonal", "identity"}
         "uniform": every parameter U(-k, k) with k = 1/sqrt(H), the default of PyTorch's
-        nn.RNN and nn.Linear (both use 1/sqrt(fan_in), and fan_in = H for both). Drawn in the
-        order W_x, W_s, b, W_y, b_y, so rng=seed reproduces ElmanRNN(seed=seed).params.
-        "glorot": W_x, W_s, W_y from U(-a, a) with a = sqrt(6 / (fan_in + fan_out))
-        (Glorot & Bengio, "Understanding the difficulty of training deep feedforward neural
-        networks", AISTATS 2010); zero biases.
-        "orthogonal": W_s a Haar-random orthogonal matrix (Saxe, McClelland & Ganguli, "Exact
-        solutions to the nonlinear dynamics of learning in deep linear neural networks",
-        ICLR 2014), W_x and W_y Glorot uniform, zero biases: Keras' SimpleRNN defaults (and
-        Flax's recurrent-kernel default).
-        "identity": W_s = I, W_x and W_y N(0, 0.001^2), zero biases: the IRNN of Le, Jaitly &
-        Hinton, "A Simple Way to Initialize Recurrent Networks of Rectified Linear Units",
-        2015 (meant for activation="relu").
+        nn.RNN/LSTM/GRU and nn.Linear (both use 1/sqrt(fan_in), and fan_in = H for both).
+        Drawn in the order of the parameters (the cell's, then W_y, b_y), so rng=seed
+        reproduces ElmanRNN(seed=seed).params.
+        "glorot": the weights (each gate block on its own) from U(-a, a) with a =
+        sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio, "Understanding the difficulty of
+        training deep feedforward neural networks", AISTATS 2010); zero biases.
+        "orthogonal": each gate block of W_s a Haar-random orthogonal matrix (Saxe,
+        McClelland & Ganguli, "Exact solutions to the nonlinear dynamics of learning in deep
+        linear neural networks", ICLR 2014), W_x and W_y Glorot uniform, zero biases: Keras'
+        SimpleRNN defaults (and Flax's recurrent-kernel default).
+        "identity": each gate block of W_s = I, W_x and W_y N(0, 0.001^2), zero biases: the
+        IRNN of Le, Jaitly & Hinton, "A Simple Way to Initialize Recurrent Networks of
+        Rectified Linear Units", 2015 (meant for the Elman cell with activation="relu").
     rng : None, int, np.random.Generator or SeedSequence
         Source of randomness, passed to np.random.default_rng.
     dtype : {"float32", "float64"}
         Sampling is in float64; the results are cast to dtype.
     spectral_radius : float > 0, optional
         After the scheme, rescale W_s so that its spectral radius (largest |eigenvalue|)
-        is this value. ValueError if W_s's spectral radius is 0.
+        is this value. ValueError if W_s's spectral radius is 0. Only for a square W_s (the
+        Elman cell).
+    cell : "elman" or a fastrnn.cells.CellSpec
+        The cell whose parameters to make.
     """
+    from .cells import get_cell          # here: fastrnn.cells imports this package's modules
+
     I = _validate.positive_int(input_size, "input_size")
     H = _validate.positive_int(hidden_size, "hidden_size")
     O = _validate.positive_int(output_size, "output_size")
     _validate.choice(scheme, "scheme", SCHEMES)
     dt = _validate.float_dtype(dtype)
+    cell = get_cell(cell)
+    rec = cell.recurrent_weight
     if spectral_radius is not None:
-        target = _positive_float(spectral_radius, "spectral_radius")
+        target = _validate.positive_real(spectral_radius, "spectral_radius")
+        if cell.n_gates != 1:
+            raise ValueError(f"spectral_radius applies to a square recurrent weight (the "
+                             f"Elman cell); the {cell.name} cell's {rec} has "
+                             f"{cell.n_gates} gate blocks")
     rng = _generator(rng)
-    _validate.memory((I * H + H * H + H * O + H + O) * 8, "init_params")
+    shapes = cell.weight_shapes(I, H)
+    shapes.update(head.param_shapes(H, O))
+    _validate.memory(sum(math.prod(s) for s in shapes.values()) * 8, "init_params")
 
     if scheme == "uniform":
-        # exactly ElmanRNN's draws: same bound, same order, same cast
+        # exactly the models' draws: same bound, same order, same cast
         k = 1.0 / np.sqrt(H)
-        p = {name: rng.uniform(-k, k, size=shape).astype(dt) for name, shape in
-             (("W_x", (I, H)), ("W_s", (H, H)), ("b", (H,)), ("W_y", (H, O)), ("b_y", (O,)))}
+        p = {name: rng.uniform(-k, k, size=shape).astype(dt) for name, shape in shapes.items()}
     else:
-        if scheme == "glorot":
-            W_x = glorot_uniform(I, H, rng)
-            W_s = glorot_uniform(H, H, rng)
-            W_y = glorot_uniform(H, O, rng)
-        elif scheme == "orthogonal":
-            W_x = glorot_uniform(I, H, rng)
-            W_s = orthogonal(H, rng)
-            W_y = glorot_uniform(H, O, rng)
-        else:                                                   # "identity"
-            W_x = 0.001 * rng.standard_normal((I, H))
-            W_s = np.eye(H)
-            W_y = 0.001 * rng.standard_normal((H, O))
-        p = {"W_x": W_x.astype(dt), "W_s": W_s.astype(dt), "b": np.zeros(H, dt),
-             "W_y": W_y.astype(dt), "b_y": np.zeros(O, dt)}
+        p = {}
+        for w in cell.weights:                     # W_x, then W_s (biases: zero)
+            if w.rows is not None:
+                p[w.name] = np.concatenate(
+                    [_block(scheme, w.name == rec, shapes[w.name][0], H, rng)
+                     for _ in range(w.blocks)], axis=1)
+        p["W_y"] = _block(scheme, False, H, O, rng)
+        p = {name: (p[name] if name in p else np.zeros(shape)).astype(dt)
+             for name, shape in shapes.items()}
 
     if spectral_radius is not None:
-        W_s = p["W_s"].astype(np.float64)
+        W_s = p[rec].astype(np.float64)
         radius = _radius(W_s)
         if radius == 0:
-            raise ValueError(f"cannot rescale W_s to spectral_radius={target}: the "
-                             f"{scheme!r} scheme gave a W_s with spectral radius 0")
-        p["W_s"] = (W_s * (target / radius)).astype(dt)
+            raise ValueError(f"cannot rescale {rec} to spectral_radius={target}: the "
+                             f"{scheme!r} scheme gave a {rec} with spectral radius 0")
+        p[rec] = (W_s * (target / radius)).astype(dt)
     return p
 
 
+def _block(scheme, recurrent, rows, cols, rng):
+    """One (rows, cols) weight block of a scheme other than "uniform", in float64."""
+    if scheme == "identity":
+        return np.eye(rows) if recurrent else 0.001 * rng.standard_normal((rows, cols))
+    if scheme == "orthogonal" and recurrent:
+        return orthogonal(rows, rng)
+    return glorot_uniform(rows, cols, rng)
+
+
 def spectral_radius(W):
-    """The largest |eigenvalue| of a square float array W, computed in float64."""
+    """The largest |eigenvalue| of a square float array W, computed in float64 (the one
+    spectral-radius function: fastrnn.diagnostics uses it too)."""
     W = _validate.float_array(W, "W", "(H, H)")
     if W.shape[0] != W.shape[1]:
         raise ValueError(f"W must be square with shape (H, H); got {W.shape}")
@@ -130,14 +151,3 @@ def _generator(rng):
     except (TypeError, ValueError) as exc:
         raise TypeError(f"rng must be None, a non-negative int or a numpy Generator/"
                         f"SeedSequence; got {rng!r} ({exc})") from None
-
-
-def _positive_float(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                     np.floating)):
-        raise TypeError(f"{name} must be a positive number; got {value!r} of type "
-                        f"{type(value).__name__}")
-    value = float(value)
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0; got {value}")
-    return value

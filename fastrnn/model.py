@@ -1,118 +1,182 @@
-"""ElmanRNN: the model object. Parameters, initialisation, forward, loss and gradients.
+"""The model classes: parameters, initialisation, forward, loss and gradients, fit, save.
 
-    s_t = phi(x_t W_x + s_{t-1} W_s + b)          state (hidden) layer, s_{-1} = h0
-    y_t = s_t W_y + b_y   or   softmax(...)       output layer
+    state_t = cell(x_t, state_{t-1})          the recurrence (fastrnn/cells/)
+    y_t = h_t W_y + b_y   or   softmax(...)   the output layer (fastrnn/head.py)
 
-The arithmetic lives in fastrnn.functional (and below it the backends); this class holds
-the parameters and the hyperparameters that go with them.
+RecurrentModel holds what every cell shares; a subclass names its cell (a CellSpec, the one
+source of truth for the cell's parameters and states) and its own hyperparameters. The
+arithmetic lives in fastrnn.functional and below it in the cells' backends.
 """
 import numpy as np
 
-from . import _validate
-from .functional import elman_loss_and_grad, elman_predict, get_backend
+from . import _validate, head
+from .cells import ELMAN
+from .functional import cell_loss_and_grad, cell_predict
 from .init import init_params
 
-PARAM_NAMES = ("W_x", "W_s", "b", "W_y", "b_y")
+PARAM_NAMES = ELMAN.weight_names + head.PARAMS      # the Elman network's, in file order
 
 
-class ElmanRNN:
-    """An Elman network with a linear or softmax output layer.
+class RecurrentModel:
+    """What every recurrent model shares. Subclasses set `cell` (a CellSpec) and pass their
+    cell's options (e.g. the Elman activation) as a dict to __init__."""
 
-    Parameters
-    ----------
-    input_size, hidden_size, output_size : int
-        I, H, O.
-    activation : {"tanh", "relu", "sigmoid", "identity"}
-        phi of the state layer.
-    output : {"linear", "softmax"}
-        Linear outputs are trained with mean squared error, softmax outputs with
-        cross-entropy on integer class labels.
-    dtype : {"float32", "float64"}
-        Dtype of the parameters; inputs must have the same one.
-    seed : int or None
-        Seed of the initialisation (and of fit's shuffling).
-    init : {"uniform", "glorot", "orthogonal", "identity"}
-        Initialisation scheme (fastrnn.init): "uniform" is PyTorch's nn.RNN + nn.Linear
-        default, U(-1/sqrt(H), 1/sqrt(H)); "orthogonal" an orthogonal W_s (Keras);
-        "identity" the IRNN W_s = I (for relu).
-    spectral_radius : float or None
-        If given, W_s is rescaled to this spectral radius after initialisation.
-    backend : {"cython", "numpy"}
-        Compiled kernels, or the pure-NumPy reference.
+    cell = None
 
-    Attributes
-    ----------
-    params : dict of ndarray
-        "W_x" (I, H), "W_s" (H, H), "b" (H,), "W_y" (H, O), "b_y" (O,). Optimizers update
-        these arrays in place.
-    """
+    def __init__(self, input_size, hidden_size, output_size, options, output="linear",
+                 dtype="float32", seed=0, backend="cython", init="uniform", init_options=None):
+        self._configure(input_size, hidden_size, output_size, options, output, dtype, seed,
+                        backend)
+        self.init = init
+        self.params = init_params(self.input_size, self.hidden_size, self.output_size,
+                                  scheme=init, rng=self.seed, dtype=self.dtype,
+                                  cell=self.cell, **(init_options or {}))
 
-    def __init__(self, input_size, hidden_size, output_size, activation="tanh",
-                 output="linear", dtype="float32", seed=0, backend="cython", init="uniform",
-                 spectral_radius=None):
+    def _configure(self, input_size, hidden_size, output_size, options, output, dtype, seed,
+                   backend):
+        """Check and set every hyperparameter but the initialisation."""
         self.input_size = _validate.positive_int(input_size, "input_size")
         self.hidden_size = _validate.positive_int(hidden_size, "hidden_size")
         self.output_size = _validate.positive_int(output_size, "output_size")
-        self.activation = _validate.choice(activation, "activation", _validate.ACTIVATIONS)
+        for name, value in options.items():
+            if name == "activation":
+                value = _validate.choice(value, "activation", _validate.ACTIVATIONS)
+            setattr(self, name, value)
         self.output = _validate.choice(output, "output", _validate.OUTPUTS)
         self.dtype = _validate.float_dtype(dtype)
-        get_backend(backend)                      # fail now, not at the first forward
+        self.cell.backend(backend)                # fail now, not at the first forward
         self.backend = backend
         if seed is not None and (isinstance(seed, (bool, np.bool_)) or
                                  not isinstance(seed, (int, np.integer)) or seed < 0):
             raise TypeError(f"seed must be None or a non-negative int; got {seed!r}")
         self.seed = None if seed is None else int(seed)
-        self.init = init
-        self.spectral_radius = spectral_radius
         self._shapes = self.param_shapes()
-        self.params = init_params(self.input_size, self.hidden_size, self.output_size,
-                                  scheme=init, rng=self.seed, dtype=self.dtype,
-                                  spectral_radius=spectral_radius)
+
+    @classmethod
+    def from_params(cls, params, **hyperparameters):
+        """A model of this class holding params (a dict of arrays, used as they are), built
+        without drawing a random initialisation first. hyperparameters: those of the
+        constructor but init; the params must have the shapes and dtype they call for."""
+        model = cls.__new__(cls)
+        options = {k: hyperparameters.pop(k) for k in model.cell.options if k in hyperparameters}
+        sizes = [hyperparameters.pop(k) for k in ("input_size", "hidden_size", "output_size")]
+        model._configure(*sizes, model._default_options(options), **hyperparameters)
+        model.init = None
+        model.params = dict(params)
+        model._weights()                          # keys and shapes, with the model's message
+        for name, w in model.params.items():
+            if w.dtype != model.dtype:
+                raise TypeError(f"params[{name!r}] has dtype {w.dtype} but the model has dtype "
+                                f"{model.dtype}")
+        return model
+
+    def _default_options(self, options):
+        return options
+
+    def hyperparameters(self):
+        """The constructor's arguments that define the model (sizes, cell options, output,
+        dtype, backend, seed), as stored in saved files."""
+        hp = {"input_size": self.input_size, "hidden_size": self.hidden_size,
+              "output_size": self.output_size}
+        hp.update({name: getattr(self, name) for name in self.cell.options})
+        hp.update(output=self.output, dtype=self.dtype.name, backend=self.backend,
+                  seed=self.seed)
+        return hp
 
     def __repr__(self):
-        return (f"ElmanRNN(input_size={self.input_size}, hidden_size={self.hidden_size}, "
-                f"output_size={self.output_size}, activation={self.activation!r}, "
+        options = "".join(f", {k}={getattr(self, k)!r}" for k in self.cell.options)
+        return (f"{type(self).__name__}(input_size={self.input_size}, hidden_size="
+                f"{self.hidden_size}, output_size={self.output_size}{options}, "
                 f"output={self.output!r}, dtype={self.dtype.name!r}, backend={self.backend!r})")
+
+    # ---- parameters and states -----------------------------------------------------------
+
+    @property
+    def param_names(self):
+        """The parameter keys, the cell's first (in its spec's order), then the head's."""
+        return self.cell.weight_names + head.PARAMS
 
     def param_shapes(self):
         """{name: shape} of the parameters this model's sizes call for."""
-        I, H, O = self.input_size, self.hidden_size, self.output_size
-        return {"W_x": (I, H), "W_s": (H, H), "b": (H,), "W_y": (H, O), "b_y": (O,)}
+        shapes = self.cell.weight_shapes(self.input_size, self.hidden_size)
+        shapes.update(head.param_shapes(self.hidden_size, self.output_size))
+        return shapes
+
+    def _options(self):
+        """The cell's options as the backends take them (a tuple in the spec's order)."""
+        return tuple(getattr(self, name) for name in self.cell.options)
 
     def _weights(self):
-        """The parameters, checked against the model's own sizes (the functional layer
-        checks dtypes and values)."""
+        """(cell weights tuple, W_y, b_y), checked against the model's own sizes (the
+        functional layer checks dtypes and values)."""
         p = self.params
-        missing = [k for k in PARAM_NAMES if k not in p]
+        names = self.param_names
+        missing = [k for k in names if k not in p]
         if missing:
-            raise KeyError(f"model.params is missing {missing}; expected keys {PARAM_NAMES}")
+            raise KeyError(f"model.params is missing {missing}; expected keys {names}")
         for name, shape in self.param_shapes().items():
             got = getattr(p[name], "shape", None)
             if got != shape:
                 raise ValueError(f"model.params[{name!r}] must have shape {shape} for "
                                  f"{self!r}; got {got if got is not None else type(p[name])}")
-        return p["W_x"], p["W_s"], p["b"], p["W_y"], p["b_y"]
+        return tuple(p[k] for k in self.cell.weight_names), p["W_y"], p["b_y"]
 
-    def forward(self, X, h0=None):
-        """(Y, S): outputs Y (N, T, O) (probabilities if output="softmax") and states
-        S (N, T, H) for inputs X (N, T, I); h0 (N, H) is the state before step 0 (zeros if
-        None)."""
-        W_x, W_s, b, W_y, b_y = self._weights()
+    def _state0(self, h0):
+        """The initial state as the backends take it: a tuple in the order of the cell's
+        states. h0: None (zeros), an (N, H) array for a one-state cell, or for a cell with
+        several states (the LSTM's h and c) a tuple of them (entries may be None)."""
+        n = len(self.cell.states)
+        if n == 1:
+            return (h0,)
+        if h0 is None:
+            return (None,) * n
+        if not isinstance(h0, (tuple, list)) or len(h0) != n:
+            names = ", ".join(f"{s}0" for s in self.cell.states)
+            raise TypeError(f"the initial state of {type(self).__name__} must be None or a "
+                            f"tuple ({names}) of (N, H) arrays; got {type(h0).__name__}")
+        return tuple(h0)
+
+    def _state_out(self, state):
+        """A final state as the user sees it: the array for a one-state cell, else the
+        tuple."""
+        return state[0] if len(self.cell.states) == 1 and isinstance(state, tuple) else state
+
+    # ---- computation -----------------------------------------------------------------------
+
+    def forward(self, X, h0=None, lengths=None, return_state=False):
+        """(Y, S): outputs Y (N, T, O) (probabilities if output="softmax") and (hidden)
+        states S (N, T, H) for inputs X (N, T, I); h0 is the state before step 0 (zeros if
+        None; for the LSTM a tuple (h0, c0)). lengths (N,): variable-length sequences.
+        With return_state, (Y, S, state): the final state (h (N, H); for the LSTM (h, c)),
+        each sequence's at its last valid step."""
+        weights, W_y, b_y = self._weights()
         X = self._input(X)
-        return elman_predict(X, h0, W_x, W_s, b, W_y, b_y, self.activation, self.output,
-                             self.backend)
+        Y, *states = cell_predict(self.cell, X, self._state0(h0), weights, W_y, b_y,
+                                  self._options(), self.output, self.backend, lengths)
+        if return_state:
+            return Y, states[0], self._state_out(tuple(S[:, -1].copy() for S in states))
+        return Y, states[0]
 
-    def loss_and_grad(self, X, Y_target, h0=None, target="sequence"):
+    def loss_and_grad(self, X, Y_target, h0=None, target="sequence", *, lengths=None,
+                      return_state=False, state_grad_norms=False, input_grads=False):
         """(loss, grads): mean loss (MSE for linear output, cross-entropy for softmax) and
         its gradient for every parameter, keyed like params.
 
         Y_target: (N, T, O) real targets, or (N, T) integer labels for softmax, if target is
         "sequence"; (N, O) or (N,) if target is "last" (only the last step is scored).
+        lengths (N,): variable-length sequences. return_state: also return the final state
+        (for truncated BPTT), as (loss, grads, state). state_grad_norms:
+        grads["state_grad_norms"] (N, T), ||dLoss/dh_t|| per sequence and step.
+        input_grads: grads also holds "X" and the initial states' gradients.
         """
-        W_x, W_s, b, W_y, b_y = self._weights()
+        weights, W_y, b_y = self._weights()
         X = self._input(X)
-        return elman_loss_and_grad(X, Y_target, h0, W_x, W_s, b, W_y, b_y, self.activation,
-                                   self.output, target, self.backend)
+        out = cell_loss_and_grad(self.cell, X, Y_target, self._state0(h0), weights, W_y, b_y,
+                                 self._options(), self.output, target, self.backend,
+                                 input_grads, lengths, return_state, state_grad_norms)
+        if return_state:
+            return out[0], out[1], self._state_out(out[2])
+        return out
 
     def step(self, x, h=None):
         """One time step of streaming inference: (y, h_new) for input x (N, I) or (I,) and
@@ -130,8 +194,9 @@ class ElmanRNN:
                              f"last axis; got shape {x.shape}")
         N = 1 if single else x.shape[0]
         I, H, O = self.input_size, self.hidden_size, self.output_size
-        _validate.blas_sizes(N=N, T=1, I=I, H=H, O=O)
-        _validate.memory(N * (I + 3 * H + O) * self.dtype.itemsize, "step")
+        G = self.cell.n_gates
+        _validate.blas_sizes(N=N, T=1, I=I, H=H, O=O, **({"GH": G * H} if G > 1 else {}))
+        _validate.memory(N * (I + (2 + G) * H + O) * self.dtype.itemsize, "step")
         x = _validate.finished(x, "x")
         X = x.reshape(1, 1, -1) if single else x[:, None, :]
         if h is None:
@@ -144,13 +209,12 @@ class ElmanRNN:
                 raise ValueError(f"h must have shape (N, H) = {(N, self.hidden_size)}"
                                  f" to match x {x.shape}; got {h.shape}")
         try:
-            W_x, W_s, b, W_y, b_y = _validate.model_weights(self.params, self._shapes,
-                                                            self.dtype)
+            weights = _validate.model_weights(self.params, self._shapes, self.dtype)
         except KeyError:
             self._weights()                       # raises the clear KeyError
             raise
-        Y, S = get_backend(self.backend).predict(np.ascontiguousarray(X), h, W_x, W_s, b,
-                                                 W_y, b_y, self.activation, self.output)
+        Y, S, *_ = self.cell.backend(self.backend).predict(
+            np.ascontiguousarray(X), h, *weights, *self._options(), self.output)
         if single:
             return Y[0, 0], S[0, 0]
         return Y[:, 0], S[:, 0]
@@ -193,3 +257,53 @@ class ElmanRNN:
             raise ValueError(f"X must have shape (N, T, I) with I = input_size = "
                              f"{self.input_size}; got {X.shape}")
         return X
+
+
+class ElmanRNN(RecurrentModel):
+    """An Elman network with a linear or softmax output layer.
+
+        s_t = phi(x_t W_x + s_{t-1} W_s + b)          state (hidden) layer, s_{-1} = h0
+        y_t = s_t W_y + b_y   or   softmax(...)       output layer
+
+    Parameters
+    ----------
+    input_size, hidden_size, output_size : int
+        I, H, O.
+    activation : {"tanh", "relu", "sigmoid", "identity"}
+        phi of the state layer.
+    output : {"linear", "softmax"}
+        Linear outputs are trained with mean squared error, softmax outputs with
+        cross-entropy on integer class labels.
+    dtype : {"float32", "float64"}
+        Dtype of the parameters; inputs must have the same one.
+    seed : int or None
+        Seed of the initialisation (and of fit's shuffling).
+    init : {"uniform", "glorot", "orthogonal", "identity"}
+        Initialisation scheme (fastrnn.init): "uniform" is PyTorch's nn.RNN + nn.Linear
+        default, U(-1/sqrt(H), 1/sqrt(H)); "orthogonal" an orthogonal W_s (Keras);
+        "identity" the IRNN W_s = I (for relu).
+    spectral_radius : float or None
+        If given, W_s is rescaled to this spectral radius after initialisation.
+    backend : {"cython", "numpy"}
+        Compiled kernels, or the pure-NumPy reference.
+
+    Attributes
+    ----------
+    params : dict of ndarray
+        "W_x" (I, H), "W_s" (H, H), "b" (H,), "W_y" (H, O), "b_y" (O,). Optimizers update
+        these arrays in place.
+    """
+
+    cell = ELMAN
+
+    def __init__(self, input_size, hidden_size, output_size, activation="tanh",
+                 output="linear", dtype="float32", seed=0, backend="cython", init="uniform",
+                 spectral_radius=None):
+        self.spectral_radius = spectral_radius
+        super().__init__(input_size, hidden_size, output_size, {"activation": activation},
+                         output=output, dtype=dtype, seed=seed, backend=backend, init=init,
+                         init_options={"spectral_radius": spectral_radius})
+
+    def _default_options(self, options):
+        self.spectral_radius = None
+        return {"activation": "tanh", **options}

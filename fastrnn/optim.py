@@ -22,48 +22,14 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._validate import FLOAT_DTYPES
+from ._validate import count as _positive_int
+from ._validate import fraction as _fraction
+from ._validate import positive_real as _positive
+from ._validate import real as _real
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSProp", "Adam", "OPTIMIZERS", "make_optimizer",
            "StepLR", "ExponentialLR", "CosineLR",
            "global_norm", "clip_by_global_norm", "clip_by_value"]
-
-
-# ---------------------------------------------------------------------------------------------
-# Checks of hyperparameters (TypeError for a wrong type, ValueError for a wrong value)
-
-def _real(value, name):
-    """value as a finite Python float (bools, strings and arrays are refused)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number; got {value!r} of type "
-                        f"{type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite; got {value}")
-    return value
-
-
-def _positive(value, name):
-    value = _real(value, name)
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0; got {value}")
-    return value
-
-
-def _fraction(value, name):
-    """value in [0, 1): a decay rate such as momentum or Adam's betas."""
-    value = _real(value, name)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1); got {value}")
-    return value
-
-
-def _positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer; got {value!r} of type "
-                        f"{type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value}")
-    return int(value)
 
 
 def _scalar(value):

@@ -15,7 +15,7 @@ with gradient descent is difficult", IEEE Trans. Neural Networks 5(2), 1994.
 """
 import numpy as np
 
-from . import _validate
+from . import _validate, head
 
 
 def _setup(n_sequences, length, name, dtype, minimum=1):
@@ -151,13 +151,10 @@ def latch(n_sequences, T, seed=0, dtype="float32", noise=0.2, info_steps=1):
 def classification_accuracy(model, X, labels, lengths=None):
     """Fraction of sequences whose last-step argmax equals the label."""
     probs, _ = _last_outputs(model, X, lengths)
-    return float(np.mean(probs.argmax(axis=1) == labels))
+    return head.accuracy(probs, labels)
 
 
 def _last_outputs(model, X, lengths=None):
     """Outputs (N, O) at each sequence's last valid step, and the states."""
-    p = model.params
-    from .functional import elman_predict
-    Y, S = elman_predict(X, None, p["W_x"], p["W_s"], p["b"], p["W_y"], p["b_y"],
-                         model.activation, model.output, model.backend, lengths)
+    Y, S = model.forward(X, lengths=lengths)
     return Y[:, -1], S            # the last valid state is carried to the last step

@@ -17,8 +17,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import _validate
-from .functional import elman_forward, elman_loss_and_grad, elman_predict
+from . import _validate, head
 from .optim import clip_by_global_norm, clip_by_value, global_norm, make_optimizer
 
 
@@ -160,9 +159,7 @@ def evaluate(model, X, Y, lengths=None, target="sequence"):
     """(loss, metric) of the model on validated data: the training loss (MSE or
     cross-entropy, means as in loss_and_grad) and accuracy (softmax) or mean absolute
     error (linear), over the scored steps."""
-    p = model.params
-    Y_hat, _ = elman_predict(X, None, p["W_x"], p["W_s"], p["b"], p["W_y"], p["b_y"],
-                             model.activation, model.output, model.backend, lengths)
+    Y_hat, _ = model.forward(X, lengths=lengths)
     N, T, _ = X.shape
     if target == "last":
         Y_hat = Y_hat[:, -1]            # the last valid state was carried to T-1
@@ -171,15 +168,10 @@ def evaluate(model, X, Y, lengths=None, target="sequence"):
         scored = (np.ones((N, T), bool) if lengths is None
                   else np.arange(T) < lengths[:, None])
     if model.output == "softmax":
-        probs = Y_hat[scored].astype(np.float64)
-        labels = Y[scored]
-        picked = probs[np.arange(len(labels)), labels]
-        loss = float(-np.mean(np.log(np.maximum(picked, np.finfo(np.float64).tiny))))
-        metric = float(np.mean(np.argmax(probs, axis=1) == labels))
-    else:
-        err = (Y_hat[scored] - Y[scored]).astype(np.float64)
-        loss, metric = float(np.mean(err ** 2)), float(np.mean(np.abs(err)))
-    return loss, metric
+        probs, labels = Y_hat[scored], Y[scored]
+        return head.cross_entropy(probs, labels), head.accuracy(probs, labels)
+    err = (Y_hat[scored] - Y[scored]).astype(np.float64)
+    return float(np.mean(err ** 2)), float(np.mean(np.abs(err)))
 
 
 def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
@@ -289,17 +281,14 @@ def _batch_steps(model, X, Y, lengths, target, tbptt):
     """(loss, grads) of each optimizer step for one mini-batch: one step, or with truncated
     BPTT one per chunk of tbptt time steps, each chunk starting from the state the previous
     one ended in (gradients do not cross chunk borders). With target "last", a sequence is
-    scored in the chunk that holds its last step; before that its state is only carried."""
-    p = model.params
-    weights = (p["W_x"], p["W_s"], p["b"])
-    args = (*weights, p["W_y"], p["b_y"], model.activation, model.output)
+    scored in the chunk that holds its last step; before that its state is only carried.
+    The state is the model's own (h; for the LSTM h and c), carried array by array."""
     N, T = X.shape[:2]
     if tbptt is None or tbptt >= T:
-        yield elman_loss_and_grad(X, Y, None, *args, target=target, backend=model.backend,
-                                  lengths=lengths)
+        yield model.loss_and_grad(X, Y, None, target, lengths=lengths)
         return
     lengths = np.full(N, T) if lengths is None else lengths
-    h = np.zeros((N, model.hidden_size), model.dtype)
+    state = [np.zeros((N, model.hidden_size), model.dtype) for _ in model.cell.states]
     for t0 in range(0, T, tbptt):
         t1 = min(t0 + tbptt, T)
         alive = lengths > t0                             # sequences not yet ended
@@ -307,9 +296,7 @@ def _batch_steps(model, X, Y, lengths, target, tbptt):
             scored = alive & (lengths <= t1)             # their last step is in this chunk
             carried = np.flatnonzero(alive & ~scored)
             if carried.size:
-                S = elman_forward(X[carried, t0:t1], h[carried], *weights, model.activation,
-                                  model.backend)
-                h[carried] = S[:, -1]
+                _carry(model, X[carried, t0:t1], state, carried)
             rows = np.flatnonzero(scored)
         else:
             rows = np.flatnonzero(alive)
@@ -317,9 +304,18 @@ def _batch_steps(model, X, Y, lengths, target, tbptt):
             continue
         chunk_lengths = np.minimum(lengths[rows] - t0, t1 - t0)
         Yc = Y[rows] if target == "last" else Y[rows, t0:t1]
-        loss, grads, h_last = elman_loss_and_grad(
-            X[rows, t0:t1], Yc, h[rows], *args, target=target, backend=model.backend,
+        loss, grads, last = model.loss_and_grad(
+            X[rows, t0:t1], Yc, model._state_out(tuple(s[rows] for s in state)), target,
             lengths=None if (chunk_lengths == t1 - t0).all() else chunk_lengths,
             return_state=True)
-        h[rows] = h_last if _validate._all_finite(h_last) else 0   # never carry NaN on
+        for s, s_last in zip(state, model._state0(last)):
+            s[rows] = s_last if _validate._all_finite(s_last) else 0   # never carry NaN on
         yield loss, grads
+
+
+def _carry(model, X, state, rows):
+    """Advance the given rows of state (a list of (N, H) arrays, in place) over X."""
+    h0 = model._state_out(tuple(s[rows] for s in state))
+    _, _, last = model.forward(X, h0, return_state=True)
+    for s, s_last in zip(state, model._state0(last)):
+        s[rows] = s_last

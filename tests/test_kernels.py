@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn import _elman
+from fastrnn import _head as _elman
 from conftest import make_problem
 
 

@@ -1,20 +1,34 @@
-"""NumPy reference backend: the textbook equations, as fast as NumPy allows.
-
-Same functions and signatures as the Cython backend (fastrnn/_elman.pyx); inputs are trusted
-(fastrnn/_validate.py checked them). Row vectors, batch-first:
+"""The Elman cell: its spec and its NumPy twin (the compiled twin is fastrnn/cells/_elman.pyx).
 
     A_t = X_t W_x + S_{t-1} W_s + b        S_t = phi(A_t)        S_{-1} = h0
-    Z_t = S_t W_y + b_y                    Y_t = Z_t  or  softmax(Z_t)
+    Z_t = S_t W_y + b_y                    Y_t = Z_t  or  softmax(Z_t)     (fastrnn.head)
 
-with X (N, T, I), S (N, T, H), Y (N, T, O). With lengths (N,), sequence n ends after
-lengths[n] steps: later steps keep its state (S_t = S_{t-1}), are not scored and get no
-gradient. What makes it fast without leaving NumPy: the
-input projection of all steps is one matmul, the loop body works in place on views, phi' is
+Row vectors, batch-first: X (N, T, I), S (N, T, H), Y (N, T, O); W_x (I, H), W_s (H, H),
+b (H,). With lengths (N,), sequence n ends after lengths[n] steps: later steps keep its
+state (S_t = S_{t-1}), are not scored and get no gradient.
+
+The functions here have the signatures of their compiled twins and trust their inputs
+(fastrnn/_validate.py checked them). What makes them fast without leaving NumPy: the input
+projection of all steps is one matmul, the loop body works in place on views, phi' is
 evaluated for all steps at once, and each weight gradient is one matmul over all steps.
 """
 import numpy as np
 
-from . import activations
+from .. import activations, head
+from .spec import CellSpec, Weight
+
+ELMAN = CellSpec(
+    name="elman",
+    gates=("a",),
+    states=("h",),
+    weights=(Weight("W_x", "I", 1), Weight("W_s", "H", 1), Weight("b", None, 1)),
+    options=("activation",),
+    torch_mode="RNN",
+    torch_bias="sum",                       # b = bias_ih + bias_hh
+    buffers_per_step=1,                     # S
+    numpy_module="fastrnn.cells.elman",
+    compiled_module="fastrnn.cells._elman",
+)
 
 
 def forward(X, h0, W_x, W_s, b, activation, lengths=None):
@@ -39,11 +53,7 @@ def forward(X, h0, W_x, W_s, b, activation, lengths=None):
 def predict(X, h0, W_x, W_s, b, W_y, b_y, activation, output, lengths=None):
     """(Y (N, T, O), S (N, T, H)): outputs (softmax probabilities if output == "softmax")."""
     S = forward(X, h0, W_x, W_s, b, activation, lengths)
-    Y = S @ W_y
-    Y += b_y
-    if output == "softmax":
-        Y = _softmax_(Y)
-    return Y, S
+    return head.predict(S, W_y, b_y, output), S
 
 
 def backward(X, h0, W_x, W_s, b, S, dS, activation, lengths=None):
@@ -70,28 +80,13 @@ def loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation, output, target, i
     """
     N, T, _ = X.shape
     S = forward(X, h0, W_x, W_s, b, activation, lengths)
-    S_out = S[:, -1] if target == "last" else S          # the states the loss sees
-    Z = S_out @ W_y + b_y                                # (last valid state: carried to T-1)
-    scored = None if lengths is None or target == "last" else np.arange(T) < lengths[:, None]
-    if output == "softmax":
-        loss, dZ = _cross_entropy(Z, Y, scored)
-    else:
-        loss, dZ = _mse(Z, Y, scored)
-    dS_out = dZ @ W_y.T
-    if target == "last":
-        dS = np.zeros_like(S)
-        last = np.full(N, T - 1) if lengths is None else lengths - 1
-        dS[np.arange(N), last] = dS_out
-    else:
-        dS = dS_out
+    loss, dS, dW_y, db_y = head.loss_and_grad(S, W_y, b_y, Y, output, target, lengths)
     norms = np.empty((N, T)) if state_grad_norms else None
     _backpropagate_(dS, S, W_s, activation, lengths, norms)   # dS becomes dA
     grads = _recurrence_grads(X, h0, W_x, W_s, S, dS, input_grads)
     if state_grad_norms:
         grads["state_grad_norms"] = norms
-    O = W_y.shape[1]
-    grads["W_y"] = S_out.reshape(-1, S.shape[2]).T @ dZ.reshape(-1, O)
-    grads["b_y"] = dZ.reshape(-1, O).sum(axis=0)
+    grads["W_y"], grads["b_y"] = dW_y, db_y
     if return_state:
         return loss, grads, S[:, -1].copy()
     return loss, grads
@@ -132,46 +127,3 @@ def _recurrence_grads(X, h0, W_x, W_s, S, dA, input_grads=True):
         grads["X"] = dA @ W_x.T
         grads["h0"] = dA[:, 0] @ W_s.T
     return grads
-
-
-def _softmax_(Z):
-    """Row-wise softmax over the last axis, in place."""
-    Z -= Z.max(axis=-1, keepdims=True)
-    np.exp(Z, out=Z)
-    Z /= Z.sum(axis=-1, keepdims=True)
-    return Z
-
-
-def _mse(Z, Y, scored=None):
-    """mean((Z - Y)^2) over every element (of the scored rows: scored is a boolean mask
-    over Z's leading axes, or None), and its gradient 2 (Z - Y) / count."""
-    D = Z - Y
-    if scored is not None:
-        D[~scored] = 0
-    count = D.size if scored is None else int(scored.sum()) * D.shape[-1]
-    loss = float(np.dot(D.ravel(), D.ravel())) / count
-    D *= 2.0 / count
-    return loss, D
-
-
-def _cross_entropy(Z, labels, scored=None):
-    """mean over (scored) rows of -log softmax(Z)[label], and its gradient
-    (softmax - onehot) / rows; scored: boolean mask over Z's leading axes, or None."""
-    shape = Z.shape
-    Z = Z.reshape(-1, shape[-1])
-    if scored is not None:                   # score only these rows: gradient 0 elsewhere
-        keep = scored.reshape(-1)
-        grad = np.zeros_like(Z)
-        loss, grad[keep] = _cross_entropy(Z[keep], labels.reshape(-1)[keep])
-        return loss, grad.reshape(shape)
-    n_rows = Z.shape[0]
-    rows, labels = np.arange(n_rows), labels.reshape(-1)
-    Z = Z - Z.max(axis=1, keepdims=True)      # log softmax(Z) = Z - m - log sum exp(Z - m)
-    E = np.exp(Z)
-    sums = E.sum(axis=1, keepdims=True)
-    loss = float(np.sum(np.log(sums[:, 0]) - Z[rows, labels])) / n_rows
-    P = E
-    P /= sums
-    P[rows, labels] -= 1
-    P /= n_rows
-    return loss, P.reshape(shape)

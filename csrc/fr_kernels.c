@@ -1,5 +1,5 @@
 /*
- * fastrnn element-wise kernels: see elman_kernels.h for the contract of each function.
+ * fastrnn element-wise kernels: see fr_kernels.h for the contract of each function.
  *
  * Why not libm: a scalar tanhf costs ~23 ns/element here, 60x NumPy's SIMD tanh, and it
  * blocks vectorisation of the loop around it. The activations below are branch-free
@@ -10,7 +10,7 @@
  *                 above, with a vectorisable exp; relative error ~1e-16;
  *   sigmoid and softmax use the same exp (float32 evaluates it in double).
  */
-#include "elman_kernels.h"
+#include "fr_kernels.h"
 
 #include <math.h>
 #include <string.h>

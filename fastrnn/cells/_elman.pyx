@@ -1,19 +1,20 @@
-"""Cython backend: the Elman recurrence, its BPTT backward pass and the whole loss gradient.
+"""The Elman cell, compiled: its recurrence, its BPTT backward pass and the whole loss
+gradient (NumPy twin: fastrnn/cells/elman.py, same signatures).
 
-Every function here has the signature of its twin in fastrnn/reference.py and trusts its
-inputs: C-contiguous arrays of one float dtype, consistent non-empty shapes, sizes < 2**31
-(fastrnn/_validate.py checks all that at the public boundary). The work happens in cdef
-functions with the GIL released; Python only allocates the output arrays beforehand and
-hands raw data pointers down (no memoryview set-up: at N=1 it would cost more than the
-arithmetic).
+    A_t = X_t W_x + S_{t-1} W_s + b        S_t = phi(A_t)        S_{-1} = h0
+
+Every function here trusts its inputs: C-contiguous arrays of one float dtype, consistent
+non-empty shapes, sizes < 2**31 (fastrnn/_validate.py checks all that at the public
+boundary). The work happens in cdef functions with the GIL released; Python only allocates
+the output arrays beforehand and hands raw data pointers down (no memoryview set-up: at N=1
+it would cost more than the arithmetic). The output layer and the losses are the shared
+compiled head (fastrnn/_head.pyx).
 
 Notation (row vectors, batch-first): X (N, T, I), h0 (N, H), S (N, T, H), W_x (I, H),
 W_s (H, H), b (H,), W_y (H, O), b_y (O,). Step t of a batch-first array A (N, T, K) is the
 (N, K) matrix at A + t*K with leading dimension T*K; the whole of A is the (N*T, K) matrix
 at A with leading dimension K.
 """
-import threading
-
 import numpy as np
 
 cimport numpy as cnp
@@ -22,75 +23,15 @@ from libc.stdint cimport int64_t, uint8_t
 from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
 
-from ._blas cimport gemm, gemm_step
-from ._kernels cimport (
-    fr_bias_act_f32, fr_bias_act_f64, fr_act_grad_f32, fr_act_grad_f64,
-    fr_colsum_f32, fr_colsum_f64, fr_add_bias_f32, fr_add_bias_f64,
-    fr_softmax_f32, fr_softmax_f64, fr_mse_f32, fr_mse_f64, fr_xent_f32, fr_xent_f64,
-    fr_all_finite_f32, fr_all_finite_f64,
-)
-from ._threads import scipy_blas_threads
-from .activations import ACTIVATIONS
+from fastrnn._blas cimport gemm, gemm_step
+from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
+from fastrnn._kernels cimport act_grad, bias_act, colsum
+
+from fastrnn._head import release_workspace, workspace
+from fastrnn._threads import scipy_blas_threads
+from fastrnn.activations import ACTIVATIONS
 
 cnp.import_array()
-
-
-# ---------------------------------------------------------------------------------------------
-# Precision dispatch for the C kernels (resolved at compile time for each fused specialisation)
-
-cdef inline void bias_act(floating *Z, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
-                          const floating *b, int act) noexcept nogil:
-    if floating is float:
-        fr_bias_act_f32(Z, rows, cols, ld, b, act)
-    else:
-        fr_bias_act_f64(Z, rows, cols, ld, b, act)
-
-
-cdef inline void act_grad(floating *G, Py_ssize_t ldg, const floating *S, Py_ssize_t lds,
-                          Py_ssize_t rows, Py_ssize_t cols, int act) noexcept nogil:
-    if floating is float:
-        fr_act_grad_f32(G, ldg, S, lds, rows, cols, act)
-    else:
-        fr_act_grad_f64(G, ldg, S, lds, rows, cols, act)
-
-
-cdef inline void colsum(const floating *A, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
-                        floating *out) noexcept nogil:
-    if floating is float:
-        fr_colsum_f32(A, rows, cols, ld, out)
-    else:
-        fr_colsum_f64(A, rows, cols, ld, out)
-
-
-cdef inline void add_bias(floating *Z, Py_ssize_t rows, Py_ssize_t cols,
-                          const floating *b) noexcept nogil:
-    if floating is float:
-        fr_add_bias_f32(Z, rows, cols, cols, b)
-    else:
-        fr_add_bias_f64(Z, rows, cols, cols, b)
-
-
-cdef inline void softmax(floating *Z, Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
-    if floating is float:
-        fr_softmax_f32(Z, rows, cols, cols)
-    else:
-        fr_softmax_f64(Z, rows, cols, cols)
-
-
-cdef inline double mse(floating *Z, const floating *Y, Py_ssize_t rows, Py_ssize_t cols,
-                       double scale, const uint8_t *valid) noexcept nogil:
-    if floating is float:
-        return fr_mse_f32(Z, cols, Y, cols, rows, cols, scale, valid)
-    else:
-        return fr_mse_f64(Z, cols, Y, cols, rows, cols, scale, valid)
-
-
-cdef inline double xent(floating *Z, const int64_t *y, Py_ssize_t rows, Py_ssize_t cols,
-                        double scale, const uint8_t *valid) noexcept nogil:
-    if floating is float:
-        return fr_xent_f32(Z, cols, y, rows, cols, scale, valid)
-    else:
-        return fr_xent_f64(Z, cols, y, rows, cols, scale, valid)
 
 
 cdef inline void row_norms(const floating *A, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
@@ -219,79 +160,23 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
         gemm(False, True, NT, I, H, 1, G, H, W_x, H, 0, dX, I)
 
 
-cdef double output_loss_and_grad(
-        const floating *S, const floating *W_y, const floating *b_y,
-        const floating *Y, const int64_t *labels, floating *Z,
-        floating *dW_y, floating *db_y, floating *G, floating *D,
-        const int64_t *lengths, const uint8_t *valid,
-        int N, int T, int H, int O, bint last, bint use_softmax) noexcept nogil:
-    """Output layer, loss, its gradients, and dLoss/dS written into G (see recur_backward).
-
-    Z (rows, O) is scratch for the logits and then their gradient; rows = N if last else N*T.
-    Y holds real targets (linear output) or labels the class indices (softmax output).
-    With lengths (N,): target "sequence" scores only the rows marked in valid (N*T), and
-    target "last" scores each sequence's last valid state (which recur_forward carried to
-    S[:, T-1]) and puts its gradient at that step; G is then filled entirely (zeros
-    elsewhere) and recur_backward must be told full_dS. D (N, H) is scratch.
-    """
-    cdef int TH = T * H
-    cdef int rows = N if last else N * T
-    cdef int ld_out = TH if last else H          # rows of the states the loss sees
-    cdef const floating *S_out = S + (T - 1) * H if last else S
-    cdef double loss, count = rows
-    cdef Py_ssize_t n
-    if lengths != NULL and not last:
-        count = 0
-        for n in range(N):
-            count += lengths[n]
-    # Z (rows, O) = S_out (rows, H) @ W_y (H, O) + b_y
-    gemm(False, False, rows, O, H, 1, S_out, ld_out, W_y, O, 0, Z, O)
-    add_bias(Z, rows, O, b_y)
-    # loss and, in place, Z <- dLoss/dZ. Means as in PyTorch: over targets (cross-entropy)
-    # or over every output element (MSE).
-    if use_softmax:
-        loss = xent(Z, labels, rows, O, 1.0 / count, valid) / count
-    else:
-        loss = mse(Z, Y, rows, O, 1.0 / (count * O), valid) / (count * O)
-    # dW_y (H, O) = S_out^T (H, rows) @ dZ (rows, O);  db_y = dZ.sum over rows
-    gemm(True, False, H, O, rows, 1, S_out, ld_out, Z, O, 0, dW_y, O)
-    colsum(Z, rows, O, O, db_y)
-    if last and lengths != NULL:
-        # D (N, H) = dZ (N, O) @ W_y^T, placed at each sequence's last valid step
-        gemm(False, True, N, H, O, 1, Z, O, W_y, O, 0, D, H)
-        memset(G, 0, N * <Py_ssize_t> TH * sizeof(floating))
-        for n in range(N):
-            memcpy(G + n * <Py_ssize_t> TH + (lengths[n] - 1) * H, D + n * H,
-                   H * sizeof(floating))
-    else:
-        # dLoss/dS_out (rows, H) = dZ (rows, O) @ W_y^T (O, H)
-        gemm(False, True, rows, H, O, 1, Z, O, W_y, O, 0, G + (T - 1) * H if last else G,
-             ld_out)
-    return loss
-
-
 # ---------------------------------------------------------------------------------------------
 # Whole computations, on one bundle of pointers. The precision is picked by the type of the
 # states pointer S passed alongside (every other array has the same dtype).
 
 ctypedef struct Net:
     # inputs, read only (void * because the precision is not known here)
-    void *X             # (N, T, I)
-    void *h0            # (N, H)
-    void *W_x           # (I, H)
-    void *W_s           # (H, H)
-    void *b             # (H,)
-    void *W_y           # (H, O)
-    void *b_y           # (O,)
-    void *Y             # real targets (rows, O), or NULL
-    int64_t *labels     # class labels (rows,), or NULL
+    const void *X       # (N, T, I)
+    const void *h0      # (N, H)
+    const void *W_x     # (I, H)
+    const void *W_s     # (H, H)
+    const void *b       # (H,)
+    Head head           # the output layer, its targets and its gradients (fastrnn._head)
     # buffers and outputs
     void *G             # (N, T, H) dLoss/dS, then dLoss/dA
-    void *Z             # (rows, O) outputs / logits, then their gradient
     void *D             # (N, H) scratch
     void *W_sT          # (H, H) scratch
-    int64_t *lengths    # (N,) valid steps per sequence, or NULL (all T)
-    uint8_t *valid      # (N*T,) 1 where a step is scored (target "sequence" with lengths)
+    const int64_t *lengths  # (N,) valid steps per sequence, or NULL (all T)
     double *state_norms # (N, T) ||dLoss/dS[n, t]||, or NULL
     bint split          # split the per-step products into column blocks (see gemm_step)
     void *dX            # (N, T, I) or NULL
@@ -299,27 +184,13 @@ ctypedef struct Net:
     void *dW_x
     void *dW_s
     void *db
-    void *dW_y
-    void *db_y
-    int N, T, In, H, O, act      # In = I (a C macro of that name comes with complex.h)
-    bint last, use_softmax
+    int N, T, In, H, act     # In = I (a C macro of that name comes with complex.h)
 
 
 cdef void net_forward(Net *n, floating *S) noexcept nogil:
     recur_forward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.W_x,
                   <const floating *> n.W_s, <const floating *> n.b, S, n.lengths, n.split,
                   n.N, n.T, n.In, n.H, n.act)
-
-
-cdef void net_predict(Net *n, floating *S) noexcept nogil:
-    cdef int rows = n.N * n.T
-    cdef floating *Z = <floating *> n.Z
-    net_forward(n, S)
-    # Y (N*T, O) = S (N*T, H) @ W_y (H, O) + b_y
-    gemm(False, False, rows, n.O, n.H, 1, S, n.H, <const floating *> n.W_y, n.O, 0, Z, n.O)
-    add_bias(Z, rows, n.O, <const floating *> n.b_y)
-    if n.use_softmax:
-        softmax(Z, rows, n.O)
 
 
 cdef void net_backward(Net *n, const floating *S, bint full_dS) noexcept nogil:
@@ -333,46 +204,10 @@ cdef void net_backward(Net *n, const floating *S, bint full_dS) noexcept nogil:
 
 cdef double net_loss_and_grad(Net *n, floating *S) noexcept nogil:
     net_forward(n, S)
-    cdef double loss = output_loss_and_grad(
-        S, <const floating *> n.W_y, <const floating *> n.b_y, <const floating *> n.Y,
-        n.labels, <floating *> n.Z, <floating *> n.dW_y, <floating *> n.db_y,
-        <floating *> n.G, <floating *> n.D, n.lengths, n.valid,
-        n.N, n.T, n.H, n.O, n.last, n.use_softmax)
-    net_backward(n, S, not n.last or n.lengths != NULL)
+    cdef double loss = head_loss_and_grad(&n.head, <const floating *> S, <floating *> n.G,
+                                          <floating *> n.D, n.lengths, n.N, n.T, n.H)
+    net_backward(n, S, not n.head.last or n.lengths != NULL)
     return loss
-
-
-# loss_and_grad's internal buffers (states, their gradients, outputs, scratch) are never
-# handed to the caller, so each thread keeps its last set for the next call of the same
-# shapes: a training loop then reuses them instead of mapping fresh pages every step (the
-# kernel's page zeroing was 20% of the time at T = 10,000). One set per thread at most;
-# release_workspace() frees the calling thread's.
-_local = threading.local()
-
-
-def workspace(dt, shapes):
-    """Uninitialised arrays of these shapes and dtype, reused from this thread's last call
-    with the same ones."""
-    key = (dt, shapes)
-    cached = getattr(_local, "workspace", None)
-    if cached is None or cached[0] != key:
-        _local.workspace = None                 # free the old set before the new one
-        cached = (key, tuple(np.empty(shape, dt) for shape in shapes))
-        _local.workspace = cached
-    return cached[1]
-
-
-def release_workspace():
-    """Free the buffers loss_and_grad keeps for reuse in the calling thread."""
-    _local.workspace = None
-
-
-cdef inline void *data(cnp.ndarray a) noexcept:
-    return cnp.PyArray_DATA(a)
-
-
-cdef inline bint is_float32(cnp.ndarray a) noexcept:
-    return cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
 
 
 cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s,
@@ -384,7 +219,7 @@ cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_
     n.N, n.T, n.In, n.H = X.shape[0], X.shape[1], X.shape[2], W_s.shape[0]
     n.act = ACTIVATIONS.index(activation)
     if lengths is not None:
-        n.lengths = <int64_t *> data(lengths)
+        n.lengths = <const int64_t *> data(lengths)
     # Column-split the per-step products when that pays (measured: N=32..64, H=64..256
     # single-threaded, 1.1-1.2x): mid-sized products and one BLAS thread (see gemm_step).
     cdef double step_work = <double> n.N * n.H * n.H
@@ -393,7 +228,7 @@ cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_
 
 
 # ---------------------------------------------------------------------------------------------
-# Python-facing functions: same signatures as fastrnn.reference. Arguments are validated
+# Python-facing functions: same signatures as fastrnn.cells.elman. Arguments are validated
 # (fastrnn._validate): C-contiguous ndarrays of one float dtype, consistent shapes.
 
 def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp.ndarray b,
@@ -415,18 +250,19 @@ def predict(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp
             cnp.ndarray W_y, cnp.ndarray b_y, str activation, str output, lengths=None):
     """(Y (N, T, O), S (N, T, H)): outputs (softmax probabilities if output == "softmax")."""
     cdef Net n = make_net(X, h0, W_x, W_s, b, activation, lengths)
-    n.W_y, n.b_y, n.O = data(W_y), data(b_y), W_y.shape[1]
-    n.use_softmax = output == "softmax"
+    head_setup(&n.head, None, W_y, b_y, output, "sequence", None, n.N, n.T, None)
     cdef cnp.ndarray S = np.empty((n.N, n.T, n.H), dtype=X.dtype)
-    cdef cnp.ndarray Y = np.empty((n.N, n.T, n.O), dtype=X.dtype)
-    n.Z = data(Y)
+    cdef cnp.ndarray Y = np.empty((n.N, n.T, n.head.O), dtype=X.dtype)
+    n.head.Z = data(Y)
     cdef void *Sp = data(S)
     if is_float32(X):
         with nogil:
-            net_predict(&n, <float *> Sp)
+            net_forward(&n, <float *> Sp)
+            head_predict(&n.head, <const float *> Sp, n.N * n.T, n.H)
     else:
         with nogil:
-            net_predict(&n, <double *> Sp)
+            net_forward(&n, <double *> Sp)
+            head_predict(&n.head, <const double *> Sp, n.N * n.T, n.H)
     return Y, S
 
 
@@ -468,31 +304,22 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
     state_grad_norms, grads["state_grad_norms"] (N, T) float64 holds ||dLoss/dS[n, t]||.
     """
     cdef Net n = make_net(X, h0, W_x, W_s, b, activation, lengths)
-    n.W_y, n.b_y, n.O = data(W_y), data(b_y), W_y.shape[1]
-    n.last, n.use_softmax = target == "last", output == "softmax"
-    if n.use_softmax:
-        n.labels = <int64_t *> data(Y)
-    else:
-        n.Y = data(Y)
     dt = X.dtype
-    cdef int N = n.N, T = n.T, H = n.H, O = n.O
+    cdef int N = n.N, T = n.T, H = n.H
+    grads = {"W_x": np.empty((n.In, H), dt), "W_s": np.empty((H, H), dt), "b": np.empty(H, dt)}
+    valid = head_setup(&n.head, Y, W_y, b_y, output, target, lengths, N, T, grads)
     cdef cnp.ndarray S
-    S, G, Z, D, W_sT = workspace(dt, ((N, T, H), (N, T, H), (N if n.last else N * T, O),
+    S, G, Z, D, W_sT = workspace(dt, ((N, T, H), (N, T, H),
+                                      (N if n.head.last else N * T, n.head.O),
                                       (N, H), (H * H if N > 1 else 1,)))
-    grads = {"W_x": np.empty((n.In, H), dt), "W_s": np.empty((H, H), dt), "b": np.empty(H, dt),
-             "W_y": np.empty((H, O), dt), "b_y": np.empty(O, dt)}
-    n.G, n.Z, n.D, n.W_sT = data(G), data(Z), data(D), data(W_sT)
+    n.G, n.head.Z, n.D, n.W_sT = data(G), data(Z), data(D), data(W_sT)
     n.dW_x, n.dW_s, n.db = data(grads["W_x"]), data(grads["W_s"]), data(grads["b"])
-    n.dW_y, n.db_y = data(grads["W_y"]), data(grads["b_y"])
     if input_grads:
         grads["X"], grads["h0"] = np.empty_like(X), np.empty((N, H), dt)
         n.dX, n.dh0 = data(grads["X"]), data(grads["h0"])
     if state_grad_norms:
         grads["state_grad_norms"] = np.empty((N, T), np.float64)
         n.state_norms = <double *> data(grads["state_grad_norms"])
-    if lengths is not None and not n.last:
-        valid = (np.arange(T) < lengths[:, None]).view(np.uint8)     # (N, T) scored steps
-        n.valid = <uint8_t *> data(valid)
     cdef void *Sp = data(S)
     cdef double loss
     if is_float32(X):
@@ -504,36 +331,3 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
     if return_state:
         return loss, grads, S[:, T - 1].copy()
     return loss, grads
-
-
-def activation_(cnp.ndarray Z, str activation):
-    """Z <- phi(Z) in place with the C kernel (Z: C-contiguous float32/float64). For tests."""
-    cdef int act = ACTIVATIONS.index(activation)
-    cdef Py_ssize_t size = Z.size
-    cdef void *p = data(Z)
-    if is_float32(Z):
-        with nogil:
-            bias_act(<float *> p, 1, size, size, NULL, act)
-    else:
-        with nogil:
-            bias_act(<double *> p, 1, size, size, NULL, act)
-    return Z
-
-
-def all_finite(cnp.ndarray a):
-    """True if the float array a has no NaN or inf: one vectorised pass without a
-    temporary for C-contiguous native float32/float64 arrays, NumPy otherwise (a strided or
-    reversed view must not be read as if it were contiguous)."""
-    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a) and a.dtype.isnative
-            and (cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32 or cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64)):
-        return bool(np.isfinite(a).all())
-    cdef Py_ssize_t size = a.size
-    cdef void *p = data(a)
-    cdef bint ok
-    if is_float32(a):
-        with nogil:
-            ok = fr_all_finite_f32(<const float *> p, size)
-    else:
-        with nogil:
-            ok = fr_all_finite_f64(<const double *> p, size)
-    return ok

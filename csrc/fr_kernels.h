@@ -1,5 +1,5 @@
 /*
- * fastrnn element-wise kernels.
+ * fastrnn element-wise kernels, shared by every cell and the output head.
  *
  * Every kernel works on a block of `rows` rows of `cols` contiguous elements whose starts are
  * `ld` elements apart, so one time step of a batch-first (N, T, H) array (rows = N, ld = T*H)
@@ -9,8 +9,8 @@
  *
  * The kernels trust their arguments: fastrnn/_validate.py checks every user input first.
  */
-#ifndef FASTRNN_ELMAN_KERNELS_H
-#define FASTRNN_ELMAN_KERNELS_H
+#ifndef FASTRNN_FR_KERNELS_H
+#define FASTRNN_FR_KERNELS_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -1,0 +1,41 @@
+# The compiled output layer and losses, shared by every cell: cimported by the cells'
+# kernels (fastrnn/cells/_*.pyx), as scikit-learn's solvers cimport its _cython_blas.
+# NumPy twin: fastrnn/head.py.
+cimport numpy as cnp
+from cython cimport floating
+from libc.stdint cimport int64_t, uint8_t
+
+
+ctypedef struct Head:
+    # read only (void * because the precision is not known here)
+    const void *W_y         # (H, O)
+    const void *b_y         # (O,)
+    const void *Y           # real targets (rows, O), or NULL
+    const int64_t *labels   # class labels (rows,), or NULL
+    const uint8_t *valid    # (N*T,) 1 where a step is scored (target "sequence" with
+                            # lengths), or NULL: every row is scored
+    # outputs and scratch
+    void *Z                 # (rows, O) logits, then their gradient; rows = N if last else N*T
+    void *dW_y              # (H, O)
+    void *db_y              # (O,)
+    int O
+    bint last               # target "last": only each sequence's last valid state is scored
+    bint use_softmax        # softmax + cross-entropy, else linear + MSE
+
+
+cdef double head_loss_and_grad(Head *h, const floating *S, floating *G, floating *D,
+                               const int64_t *lengths, int N, int T, int H) noexcept nogil
+
+cdef void head_predict(Head *h, const floating *S, int rows, int H) noexcept nogil
+
+cdef object head_setup(Head *h, cnp.ndarray Y, cnp.ndarray W_y, cnp.ndarray b_y, str output,
+                       str target, lengths, int N, int T, dict grads)
+
+
+cdef inline void *data(cnp.ndarray a) noexcept:
+    """The array's data pointer (the arrays are validated C-contiguous)."""
+    return cnp.PyArray_DATA(a)
+
+
+cdef inline bint is_float32(cnp.ndarray a) noexcept:
+    return cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32
