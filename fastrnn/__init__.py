@@ -5,6 +5,7 @@
 The hot loops are Cython over BLAS with vectorised C kernels; ``backend="numpy"`` runs the
 pure-NumPy reference with the same signatures.
 """
+from ._version import __version__
 from .activations import ACTIVATIONS
 from .functional import (cell_backward, cell_forward, cell_loss_and_grad, cell_predict,
                          elman_backward, elman_forward, elman_loss_and_grad, elman_predict,
@@ -13,7 +14,6 @@ from .io import from_torch_state_dict, load, read_metadata, save, to_torch_state
 from .model import ElmanRNN, RecurrentModel
 from .train import Callback, EarlyStopping, History, ModelCheckpoint
 
-__version__ = "0.1.0"
 
 __all__ = ["ACTIVATIONS", "Callback", "EarlyStopping", "ElmanRNN", "History", "ModelCheckpoint",
            "RecurrentModel", "cell_backward", "cell_forward", "cell_loss_and_grad",

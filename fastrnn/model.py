@@ -307,3 +307,7 @@ class ElmanRNN(RecurrentModel):
     def _default_options(self, options):
         self.spectral_radius = None
         return {"activation": "tanh", **options}
+
+
+# The model class of each cell, by the cell's name (fastrnn.load builds the right one).
+MODELS = {ElmanRNN.cell.name: ElmanRNN}
