@@ -1,6 +1,6 @@
 """The activations phi of the state layer, and their derivatives, in NumPy.
 
-The order of ``ACTIVATIONS`` is the code the compiled kernels use (csrc/elman_kernels.h).
+The order of ``ACTIVATIONS`` is the code the compiled kernels use (csrc/fr_kernels.h; a test checks they agree).
 Derivatives are written in terms of the activation's *output* s = phi(a), so the backward
 pass needs only the stored states S, never the pre-activations.
 """

@@ -69,7 +69,7 @@ def cell_backward(cell, X, state0, weights, states, dstates, options=(), backend
         cell, X, state0, weights, what=f"{cell.name}_backward",
         buffers=lambda N, T, I, H, O: (cell.buffers_per_step + 2) * N * T * H + N * T * I)
     N, T, _ = X.shape
-    H = weights[cell.weight_names.index("W_s")].shape[0]
+    H = weights[cell.weight_names.index(cell.recurrent_weight)].shape[0]
     states = tuple(_validate.states(S, name, N, T, H, X.dtype)
                    for S, name in zip(states, _state_arg_names(cell, "S")))
     dstates = tuple(_validate.states(S, name, N, T, H, X.dtype)
@@ -157,7 +157,7 @@ def elman_backward(X, h0, W_x, W_s, b, S, dS, activation="tanh", backend="cython
 
     S (N, T, H) are the states from elman_forward and dS (N, T, H) the gradient of the loss
     with respect to them as seen by the output layer at each step. Returns the gradients of
-    the loss through the recurrence: a dict with keys "X", "h0", "W_x", "W_s", "b", each of
+    the loss through the recurrence: a dict keyed X, h0, W_x, W_s and b, each of
     the shape and dtype of its argument. With lengths, dS past a sequence's end is ignored.
     """
     return cell_backward(ELMAN, X, (h0,), (W_x, W_s, b), (S,), (dS,), (activation,), backend,
@@ -179,8 +179,8 @@ def elman_loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation="tanh", outp
 
     output "linear": Y real (N, T, O) for target "sequence", (N, O) for "last"; loss is the
     mean squared error over every output element. output "softmax": Y integer class labels
-    (N, T) or (N,); loss is the mean cross-entropy over targets. grads holds "W_x", "W_s",
-    "b", "W_y", "b_y" (and "X", "h0" if input_grads), each shaped like its argument.
+    (N, T) or (N,); loss is the mean cross-entropy over targets. grads holds W_x, W_s, b,
+    W_y and b_y (and X, h0 if input_grads), each shaped like its argument.
     With lengths, target "last" scores each sequence's last valid step, and "sequence" only
     the valid steps (labels past the end are ignored, so any padding value will do). With
     return_state, returns (loss, grads, h_last): h_last (N, H) the final states, for

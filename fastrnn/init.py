@@ -27,8 +27,8 @@ SCHEMES = ("uniform", "glorot", "orthogonal", "identity")
 
 def init_params(input_size, hidden_size, output_size, scheme="uniform", rng=None,
                 dtype="float32", spectral_radius=None, cell="elman"):
-    """A new dict of parameters for a cell and its output layer: for the Elman cell "W_x"
-    (I, H), "W_s" (H, H), "b" (H,), "W_y" (H, O) and "b_y" (O,), all of the given dtype.
+    """A new dict of parameters for a cell and its output layer, all of the given dtype: for
+    the Elman cell W_x (I, H), W_s (H, H), b (H,), W_y (H, O) and b_y (O,).
 
     scheme : {"uniform", "glorot", "orthogonal", "identity"}
         "uniform": every parameter U(-k, k) with k = 1/sqrt(H), the default of PyTorch's

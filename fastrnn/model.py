@@ -290,8 +290,8 @@ class ElmanRNN(RecurrentModel):
     Attributes
     ----------
     params : dict of ndarray
-        "W_x" (I, H), "W_s" (H, H), "b" (H,), "W_y" (H, O), "b_y" (O,). Optimizers update
-        these arrays in place.
+        W_x (I, H), W_s (H, H), b (H,), W_y (H, O), b_y (O,). Optimizers update these
+        arrays in place.
     """
 
     cell = ELMAN

@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 
 import fastrnn
 import fastrnn._validate as V
-from fastrnn import ElmanRNN
+from fastrnn import ACTIVATIONS, ElmanRNN
 
 pytest.importorskip("sklearn")
 from fastrnn.sklearn import ElmanClassifier, ElmanRegressor  # noqa: E402
@@ -51,7 +51,6 @@ from fastrnn.sklearn import ElmanClassifier, ElmanRegressor  # noqa: E402
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 ALLOWED = (TypeError, ValueError, MemoryError)
 BACKENDS = ("cython", "numpy")
-ACTIVATIONS = ("tanh", "relu", "sigmoid", "identity")
 OUTPUTS = ("linear", "softmax")
 TARGETS = ("sequence", "last")
 SCHEMES = ("uniform", "glorot", "orthogonal", "identity")

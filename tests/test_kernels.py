@@ -88,3 +88,10 @@ def test_no_python_work_per_time_step():
         numpy_counts.append(count_python_events(
             lambda: fastrnn.elman_loss_and_grad(**p, backend="numpy")))
     assert numpy_counts[1] > numpy_counts[0] + 100
+
+
+def test_activation_list_matches_the_c_enum():
+    """fastrnn.ACTIVATIONS is the order of the C kernels' activation codes."""
+    codes = _elman.activation_codes()
+    assert sorted(codes) == sorted(fastrnn.ACTIVATIONS)
+    assert [codes[name] for name in fastrnn.ACTIVATIONS] == list(range(len(codes)))
