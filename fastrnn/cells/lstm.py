@@ -59,7 +59,7 @@ def backward(X, h0, c0, W_x, W_s, b, Hs, Cs, dHs, dCs, forget_gate, lengths=None
     G += H_prev @ W_s
     _gates_(G, forget_gate)
     dZ, dh0, dc0 = _backpropagate_(np.array(dHs, copy=True), np.array(dCs, copy=True),
-                                   C_prev, Cs, G, W_s, forget_gate, lengths)
+                                   C_prev, Cs, G, W_s, lengths)
     grads = _weight_grads(X, H_prev, W_x, dZ)
     grads["h0"], grads["c0"] = dh0, dc0
     return grads
@@ -83,8 +83,7 @@ def loss_and_grad(X, Y, h0, c0, W_x, W_s, b, W_y, b_y, forget_gate, output, targ
     h_norms = np.zeros((N, T)) if state_grad_norms else None
     c_norms = np.zeros((N, T)) if state_grad_norms else None
     H_prev, C_prev = _previous(h0, Hs), _previous(c0, Cs)
-    dZ, dh0, dc0 = _backpropagate_(dHs, None, C_prev, Cs, G, W_s, forget_gate, lengths,
-                                   h_norms, c_norms)
+    dZ, dh0, dc0 = _backpropagate_(dHs, None, C_prev, Cs, G, W_s, lengths, h_norms, c_norms)
     grads = _weight_grads(X, H_prev, W_x, dZ, input_grads)
     if input_grads:
         grads["h0"], grads["c0"] = dh0, dc0
@@ -141,22 +140,20 @@ def _gates_(Z, forget_gate):
     return Z
 
 
-def _gate_derivatives(G, forget_gate):
+def _gate_derivatives(G):
     """[i (1 - i), f (1 - f), 1 - g^2, o (1 - o)] from the activated gates G (..., 4H), as a new
-    array; the f block is 0 without a forget gate."""
+    array. Without a forget gate f = 1 exactly, so its block is exactly 0."""
     dG = np.subtract(1, G)
     dG *= G                                  # sigmoid' = s (1 - s) on every block
-    _, f, g, _ = np.split(dG, 4, axis=-1)
-    _, _, g_act, _ = np.split(G, 4, axis=-1)
-    np.square(g_act, out=g)                  # tanh' = 1 - g^2 on the g block
-    np.subtract(1, g, out=g)
-    if not forget_gate:
-        f[...] = 0
+    _, _, g, _ = np.split(G, 4, axis=-1)
+    _, _, dg, _ = np.split(dG, 4, axis=-1)
+    np.square(g, out=dg)                     # tanh' = 1 - g^2 on the g block
+    np.subtract(1, dg, out=dg)
     return dG
 
 
-def _backpropagate_(dH, dC, C_prev, Cs, G, W_s, forget_gate, lengths=None,
-                    state_norms=None, cell_norms=None):
+def _backpropagate_(dH, dC, C_prev, Cs, G, W_s, lengths=None, state_norms=None,
+                    cell_norms=None):
     """(dZ, dh0, dc0): dZ (N, T, 4H) = dLoss/dz_t of every step, dh0 and dc0 (N, H).
 
     dH (N, T, H) holds dLoss/dHs from outside the recurrence on entry and the total dLoss/dh_t
@@ -171,7 +168,7 @@ def _backpropagate_(dH, dC, C_prev, Cs, G, W_s, forget_gate, lengths=None,
         if dC is not None:
             dC[past] = 0
     tanh_C = np.tanh(Cs)
-    dG = _gate_derivatives(G, forget_gate)   # for all steps at once
+    dG = _gate_derivatives(G)                # for all steps at once
     dZ = np.empty_like(G)
     dc = np.zeros((N, H), dtype=dH.dtype)    # dLoss/dc_t: the carry from c_{t+1}, then total
     tmp = np.empty((N, H), dtype=dH.dtype)
