@@ -500,7 +500,7 @@ def test_float32_in_float32_out(cell, forget_gate):
         want = np.float64 if k.endswith("grad_norms") else np.float32
         assert g.dtype == want, (k, g.dtype)
     states = mod.forward(**rec, **opt, lengths=lengths)
-    Y, Hs = mod.predict(**rec, W_y=p["W_y"], b_y=p["b_y"], **opt, output="softmax",
+    Y, Hs, *_ = mod.predict(**rec, W_y=p["W_y"], b_y=p["b_y"], **opt, output="softmax",
                         lengths=lengths)
     if cell == "lstm":
         Hs2, Cs = states
@@ -524,7 +524,7 @@ def test_predict_is_the_head_on_the_states():
         mod, opt = MODULES[cell], options(cell, forget_gate)
         rec = recurrence_args(cell, p)
         for output in ("linear", "softmax"):
-            Y, Hs = mod.predict(**rec, W_y=p["W_y"], b_y=p["b_y"], **opt, output=output)
+            Y, Hs, *_ = mod.predict(**rec, W_y=p["W_y"], b_y=p["b_y"], **opt, output=output)
             states = mod.forward(**rec, **opt)
             np.testing.assert_array_equal(Hs, states[0] if cell == "lstm" else states)
             Z = Hs @ p["W_y"] + p["b_y"]

@@ -6,11 +6,13 @@ To add a cell: write its spec and NumPy twin (cells/NAME.py), its compiled twin
 extension in setup.py, and add it to the tests' cell parametrisations (see CONTRIBUTING.md).
 """
 from .elman import ELMAN
+from .gru import GRU
+from .lstm import LSTM
 from .spec import CellSpec, Weight
 
-CELLS = {spec.name: spec for spec in (ELMAN,)}
+CELLS = {spec.name: spec for spec in (ELMAN, LSTM, GRU)}
 
-__all__ = ["CELLS", "CellSpec", "ELMAN", "Weight", "get_cell"]
+__all__ = ["CELLS", "CellSpec", "ELMAN", "GRU", "LSTM", "Weight", "get_cell"]
 
 
 def get_cell(name):

@@ -1,6 +1,5 @@
-"""GRU cell, NumPy reference: the textbook equations, as fast as NumPy allows.
-
-The twin of the compiled GRU kernels (same functions and signatures); inputs are trusted.
+"""The GRU cell: its spec and its NumPy twin (the compiled twin is fastrnn/cells/_gru.pyx,
+same functions and signatures); inputs are trusted.
 Row vectors, batch-first, gates stacked along the last axis in PyTorch's order [r, z, n],
 PyTorch's "linear before reset" cell:
 
@@ -33,6 +32,21 @@ import numpy as np
 from scipy.special import expit
 
 from .. import head
+from .spec import CellSpec, Weight
+
+GRU = CellSpec(
+    name="gru",
+    gates=("r", "z", "n"),                  # PyTorch's order
+    states=("h",),
+    weights=(Weight("W_x", "I", 3), Weight("W_s", "H", 3), Weight("b", None, 3),
+             Weight("b_s", None, 3)),
+    options=(),
+    torch_mode="GRU",
+    torch_bias="separate",                  # b = bias_ih, b_s = bias_hh (r multiplies b_s[n])
+    buffers_per_step=5,                     # H, the three activated gates, h W_s[:, n] + b_s[n]
+    numpy_module="fastrnn.cells.gru",
+    compiled_module="fastrnn.cells._gru",
+)
 
 
 def forward(X, h0, W_x, W_s, b, b_s, lengths=None):

@@ -1,6 +1,5 @@
-"""LSTM cell, NumPy reference: the textbook equations, as fast as NumPy allows.
-
-The twin of the compiled LSTM kernels (same functions and signatures); inputs are trusted.
+"""The LSTM cell: its spec and its NumPy twin (the compiled twin is fastrnn/cells/_lstm.pyx,
+same functions and signatures); inputs are trusted.
 Row vectors, batch-first, gates stacked along the last axis in PyTorch's order [i, f, g, o]:
 
     z_t = x_t W_x + h_{t-1} W_s + b                         (N, 4H) = [z_i, z_f, z_g, z_o]
@@ -31,6 +30,20 @@ import numpy as np
 from scipy.special import expit
 
 from .. import head
+from .spec import CellSpec, Weight
+
+LSTM = CellSpec(
+    name="lstm",
+    gates=("i", "f", "g", "o"),             # PyTorch's order
+    states=("h", "c"),
+    weights=(Weight("W_x", "I", 4), Weight("W_s", "H", 4), Weight("b", None, 4)),
+    options=("forget_gate",),
+    torch_mode="LSTM",
+    torch_bias="sum",                       # b = bias_ih + bias_hh
+    buffers_per_step=6,                     # H, C and the four activated gates
+    numpy_module="fastrnn.cells.lstm",
+    compiled_module="fastrnn.cells._lstm",
+)
 
 
 def forward(X, h0, c0, W_x, W_s, b, forget_gate, lengths=None):
@@ -43,10 +56,10 @@ def forward(X, h0, c0, W_x, W_s, b, forget_gate, lengths=None):
 
 
 def predict(X, h0, c0, W_x, W_s, b, W_y, b_y, forget_gate, output, lengths=None):
-    """(Y (N, T, O), Hs (N, T, H)): the outputs (softmax probabilities if output is
-    "softmax") and the hidden states. W_y (H, O), b_y (O,)."""
-    Hs, _, _ = _forward(X, h0, c0, W_x, W_s, b, forget_gate, lengths)
-    return head.predict(Hs, W_y, b_y, output), Hs
+    """(Y (N, T, O), Hs (N, T, H), Cs (N, T, H)): the outputs (softmax probabilities if
+    output is "softmax") and the hidden and cell states. W_y (H, O), b_y (O,)."""
+    Hs, Cs, _ = _forward(X, h0, c0, W_x, W_s, b, forget_gate, lengths)
+    return head.predict(Hs, W_y, b_y, output), Hs, Cs
 
 
 def backward(X, h0, c0, W_x, W_s, b, Hs, Cs, dHs, dCs, forget_gate, lengths=None):
