@@ -25,9 +25,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from . import tasks
-from .diagnostics import gradient_flow
-from .model import ElmanRNN
+from .. import tasks
+from ..diagnostics import gradient_flow
+from ..model import ElmanRNN
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +188,7 @@ def print_table(rows, budget, file=sys.stdout):
 
 
 def plot(rows, results, path, task_name):
-    from .diagnostics import _pyplot
+    from ..diagnostics import _pyplot
     plt = _pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     lags = [r["lag"] for r in rows]

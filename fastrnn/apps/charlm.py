@@ -1,6 +1,6 @@
 """A character-level language model: Karpathy's min-char-rnn workload on fastrnn.
 
-    python -m fastrnn.charlm --text input.txt --minutes 1
+    python -m fastrnn.apps.charlm --text input.txt --minutes 1
 
 The text becomes a vocabulary of its distinct characters and a one-hot input per character;
 the network reads one character per step and is trained to give the next one a high
@@ -26,9 +26,9 @@ import time
 
 import numpy as np
 
-from .model import ElmanRNN
-from .optim import Adagrad
-from .train import Callback
+from ..model import ElmanRNN
+from ..optim import Adagrad
+from ..train import Callback
 
 LN2 = math.log(2.0)
 
@@ -325,7 +325,7 @@ def _run(text, text_name, minutes, epochs, hidden, streams, seq_length, lr, clip
                         sample=text_sample, history=history, model=model, vocab=vocab)
 
 
-def build_parser(prog="python -m fastrnn.charlm"):
+def build_parser(prog="python -m fastrnn.apps.charlm"):
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--text", metavar="FILE",
@@ -356,7 +356,7 @@ def build_parser(prog="python -m fastrnn.charlm"):
     return parser
 
 
-def run_cli(argv=None, prog="python -m fastrnn.charlm"):
+def run_cli(argv=None, prog="python -m fastrnn.apps.charlm"):
     """Parse argv like main() and run; returns the CharLMResult."""
     args = build_parser(prog).parse_args(argv)
     text = text_name = None
