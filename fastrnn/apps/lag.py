@@ -173,7 +173,8 @@ def summarise(results, lags):
     return rows
 
 
-def print_table(rows, budget, file=sys.stdout):
+def print_table(rows, budget, file=None):
+    file = sys.stdout if file is None else file     # at call time: stdout may be replaced
     print(f"\n{'lag':>5} | {'plain SGD':^28} | {'SGD + clipping + orthogonal':^28}", file=file)
     print(f"{'':>5} | {'success':>8} {'sequences to success':>19} | {'success':>8} "
           f"{'sequences to success':>19}", file=file)
