@@ -26,6 +26,7 @@ import time
 
 import numpy as np
 
+from .. import head
 from ..model import ElmanRNN
 from ..optim import Adagrad
 from ..train import Callback
@@ -99,8 +100,7 @@ def cross_entropy(model, X, Y):
     next-character labels Y (N, L), each stream read from start to end with its state carried
     all the way (no truncation). Divide by ln 2 for bits per character."""
     P, _ = model.forward(X)
-    p = np.take_along_axis(P, Y[..., None], axis=-1)[..., 0].astype(np.float64)
-    return float(-np.mean(np.log(np.maximum(p, np.finfo(np.float64).tiny))))
+    return head.cross_entropy(P.reshape(-1, P.shape[-1]), Y.reshape(-1))
 
 
 def _write(line):
@@ -206,8 +206,8 @@ def sample(model, vocab, seed_text="\n", n=200, temperature=1.0, rng=None):
             i = int(np.argmax(p))
         else:
             if temperature != 1:
-                logits = np.log(np.maximum(p, np.finfo(np.float64).tiny)) / temperature
-                p = np.exp(logits - logits.max())
+                p = head.softmax_(np.log(np.maximum(p, np.finfo(np.float64).tiny))
+                                  / temperature)
             i = int(rng.choice(V, p=p / p.sum()))
         out.append(vocab[i])
         x[:] = 0
