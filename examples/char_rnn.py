@@ -1,4 +1,4 @@
-"""A character-level language model, Karpathy's min-char-rnn workload (fastrnn.charlm).
+"""A character-level language model, Karpathy's min-char-rnn workload (fastrnn.apps.charlm).
 
     python examples/char_rnn.py                      # the source of argparse.py, 45 s
     python examples/char_rnn.py input.txt --minutes 2
@@ -10,12 +10,12 @@ text cut into 16 parallel streams whose states carry across chunks. It prints th
 cross-entropy per character (nats and bits) on the training text and on a held-out tail
 before and after training, a line per epoch, and a sample.
 
-main(argv) returns the fastrnn.charlm.CharLMResult (losses before and after, epochs, time,
+main(argv) returns the fastrnn.apps.charlm.CharLMResult (losses before and after, epochs, time,
 the sample, the model).
 """
 import sys
 
-from fastrnn import charlm
+from fastrnn.apps import charlm
 
 
 def main(argv=None):

@@ -111,39 +111,3 @@ def plot_history(history, ax=None):
     ax.legend()
     fig.tight_layout()
     return fig
-
-
-def main(argv=None):
-    """`fastrnn gradflow`: the gradient-flow plot of a freshly initialised and of a trained
-    model on the latch task (Bengio et al. 1994), written as a PNG."""
-    import argparse
-
-    from . import tasks
-    from .model import ElmanRNN
-
-    ap = argparse.ArgumentParser(prog="fastrnn gradflow", description=main.__doc__)
-    ap.add_argument("--steps", type=int, default=50, help="sequence length T")
-    ap.add_argument("--hidden", type=int, default=32)
-    ap.add_argument("--init", default="uniform", choices=("uniform", "glorot", "orthogonal",
-                                                          "identity"))
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--out", default="gradient_flow.png")
-    args = ap.parse_args(argv)
-
-    X, Y = tasks.latch(512, args.steps, seed=0, dtype="float64")   # float64: no underflow
-    model = ElmanRNN(1, args.hidden, 2, output="softmax", init=args.init, seed=0,
-                     dtype="float64")
-    steps = np.arange(args.steps)
-    flows = {"initialised": gradient_flow(model, X, Y)}
-    bounds = {"bound, initialised": flows["initialised"][0] * jacobian_bound(model, steps)}
-    history = model.fit(X, Y, target="last", epochs=args.epochs, lr=0.01, progress=False)
-    flows["trained"] = gradient_flow(model, X, Y)
-    bounds["bound, trained"] = flows["trained"][0] * jacobian_bound(model, steps)
-    fig = plot_gradient_flow(flows, bounds, title=f"latch task, T={args.steps}, "
-                                                  f"init={args.init}")
-    fig.savefig(args.out, dpi=110)
-    for label, flow in flows.items():
-        ratio = flow[-1] / flow[0]
-        print(f"{label:12s} ||dL/ds|| {args.steps - 1} steps back / at the end: {ratio:.3g}")
-    print(f"final training loss {history['loss'][-1]:.4f}; wrote {args.out}")
-    return flows

@@ -92,7 +92,7 @@ def test_plots_return_figures(tmp_path):
 
 
 def test_lag_command_quick(tmp_path):
-    from fastrnn import lag
+    from fastrnn.apps import lag
     rows = lag.main(["--lags", "4", "--seeds", "2", "--budget", "2000", "--jobs", "1",
                      "--out", str(tmp_path / "lag.png"), "--json", str(tmp_path / "l.json")])
     assert rows[0]["lag"] == 4

@@ -67,7 +67,7 @@ def test_forecast_beats_naive(series, capsys):
 
 
 def test_fastrnn_command_quick(capsys):
-    from fastrnn.__main__ import main, time_backends
+    from fastrnn.apps.cli import main, time_backends
     assert main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "before training" in out and "after" in out and "sample" in out
@@ -76,7 +76,7 @@ def test_fastrnn_command_quick(capsys):
 
 
 def test_subcommands_dispatch(tmp_path, capsys):
-    from fastrnn.__main__ import main
+    from fastrnn.apps.cli import main
     assert main(["gradflow", "--steps", "10", "--epochs", "1",
                  "--out", str(tmp_path / "flow.png")]) == 0
     assert (tmp_path / "flow.png").stat().st_size > 1000

@@ -25,9 +25,9 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from . import tasks
-from .diagnostics import gradient_flow
-from .model import ElmanRNN
+from .. import tasks
+from ..diagnostics import gradient_flow
+from ..model import ElmanRNN
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,7 +173,8 @@ def summarise(results, lags):
     return rows
 
 
-def print_table(rows, budget, file=sys.stdout):
+def print_table(rows, budget, file=None):
+    file = sys.stdout if file is None else file     # at call time: stdout may be replaced
     print(f"\n{'lag':>5} | {'plain SGD':^28} | {'SGD + clipping + orthogonal':^28}", file=file)
     print(f"{'':>5} | {'success':>8} {'sequences to success':>19} | {'success':>8} "
           f"{'sequences to success':>19}", file=file)
@@ -188,7 +189,7 @@ def print_table(rows, budget, file=sys.stdout):
 
 
 def plot(rows, results, path, task_name):
-    from .diagnostics import _pyplot
+    from ..diagnostics import _pyplot
     plt = _pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     lags = [r["lag"] for r in rows]

@@ -1,6 +1,6 @@
 """A character-level language model: Karpathy's min-char-rnn workload on fastrnn.
 
-    python -m fastrnn.charlm --text input.txt --minutes 1
+    python -m fastrnn.apps.charlm --text input.txt --minutes 1
 
 The text becomes a vocabulary of its distinct characters and a one-hot input per character;
 the network reads one character per step and is trained to give the next one a high
@@ -26,9 +26,10 @@ import time
 
 import numpy as np
 
-from .model import ElmanRNN
-from .optim import Adagrad
-from .train import Callback
+from .. import head
+from ..model import ElmanRNN
+from ..optim import Adagrad
+from ..train import Callback
 
 LN2 = math.log(2.0)
 
@@ -99,8 +100,7 @@ def cross_entropy(model, X, Y):
     next-character labels Y (N, L), each stream read from start to end with its state carried
     all the way (no truncation). Divide by ln 2 for bits per character."""
     P, _ = model.forward(X)
-    p = np.take_along_axis(P, Y[..., None], axis=-1)[..., 0].astype(np.float64)
-    return float(-np.mean(np.log(np.maximum(p, np.finfo(np.float64).tiny))))
+    return head.cross_entropy(P.reshape(-1, P.shape[-1]), Y.reshape(-1))
 
 
 def _write(line):
@@ -206,8 +206,8 @@ def sample(model, vocab, seed_text="\n", n=200, temperature=1.0, rng=None):
             i = int(np.argmax(p))
         else:
             if temperature != 1:
-                logits = np.log(np.maximum(p, np.finfo(np.float64).tiny)) / temperature
-                p = np.exp(logits - logits.max())
+                p = head.softmax_(np.log(np.maximum(p, np.finfo(np.float64).tiny))
+                                  / temperature)
             i = int(rng.choice(V, p=p / p.sum()))
         out.append(vocab[i])
         x[:] = 0
@@ -325,7 +325,7 @@ def _run(text, text_name, minutes, epochs, hidden, streams, seq_length, lr, clip
                         sample=text_sample, history=history, model=model, vocab=vocab)
 
 
-def build_parser(prog="python -m fastrnn.charlm"):
+def build_parser(prog="python -m fastrnn.apps.charlm"):
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--text", metavar="FILE",
@@ -356,7 +356,7 @@ def build_parser(prog="python -m fastrnn.charlm"):
     return parser
 
 
-def run_cli(argv=None, prog="python -m fastrnn.charlm"):
+def run_cli(argv=None, prog="python -m fastrnn.apps.charlm"):
     """Parse argv like main() and run; returns the CharLMResult."""
     args = build_parser(prog).parse_args(argv)
     text = text_name = None
