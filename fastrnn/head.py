@@ -108,8 +108,7 @@ def cross_entropy(probs, labels):
     """Mean -log p[label] of probabilities probs (rows, O) (already softmaxed) for integer
     labels (rows,), in float64; probabilities that underflowed to 0 count as the smallest
     positive double (a large, finite loss)."""
-    probs = np.asarray(probs, dtype=np.float64)
-    picked = probs[np.arange(len(labels)), labels]
+    picked = np.asarray(probs)[np.arange(len(labels)), labels].astype(np.float64)
     return float(-np.mean(np.log(np.maximum(picked, np.finfo(np.float64).tiny))))
 
 
