@@ -27,11 +27,12 @@ else:
     cflags = ["-O3"]
     ldflags = []
 
-def extension(name, pyx):
-    """A compiled module: its .pyx with the shared element-wise C kernels linked in."""
+def extension(name, pyx, *c_sources):
+    """A compiled module: its .pyx with the shared element-wise C kernels (and c_sources)
+    linked in."""
     return Extension(
         name,
-        sources=[pyx, "csrc/fr_kernels.c"],
+        sources=[pyx, "csrc/fr_kernels.c", *c_sources],
         include_dirs=["csrc", np.get_include()],
         extra_compile_args=cflags,
         extra_link_args=ldflags,
@@ -42,6 +43,8 @@ def extension(name, pyx):
 extensions = [
     extension("fastrnn._head", "fastrnn/_head.pyx"),            # output layer and losses
     extension("fastrnn.cells._elman", "fastrnn/cells/_elman.pyx"),
+    extension("fastrnn.cells._lstm", "fastrnn/cells/_lstm.pyx", "csrc/fr_gates.c"),
+    extension("fastrnn.cells._gru", "fastrnn/cells/_gru.pyx", "csrc/fr_gates.c"),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives, include_path=["."]))

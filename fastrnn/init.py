@@ -26,7 +26,7 @@ SCHEMES = ("uniform", "glorot", "orthogonal", "identity")
 
 
 def init_params(input_size, hidden_size, output_size, scheme="uniform", rng=None,
-                dtype="float32", spectral_radius=None, cell="elman"):
+                dtype="float32", spectral_radius=None, cell="elman", **cell_options):
     """A new dict of parameters for a cell and its output layer, all of the given dtype: for
     the Elman cell W_x (I, H), W_s (H, H), b (H,), W_y (H, O) and b_y (O,).
 
@@ -53,8 +53,12 @@ def init_params(input_size, hidden_size, output_size, scheme="uniform", rng=None
         After the scheme, rescale W_s so that its spectral radius (largest |eigenvalue|)
         is this value. ValueError if W_s's spectral radius is 0. Only for a square W_s (the
         Elman cell).
-    cell : "elman" or a fastrnn.cells.CellSpec
+    cell : "elman", "lstm", "gru" or a fastrnn.cells.CellSpec
         The cell whose parameters to make.
+    cell_options
+        The cell's own initialisation options, applied after the scheme (drawing from rng
+        after it): for the LSTM forget_bias (default 1.0) and chrono (default None); see
+        fastrnn.cells.lstm.init_biases.
     """
     from .cells import get_cell          # here: fastrnn.cells imports this package's modules
 
@@ -98,6 +102,11 @@ def init_params(input_size, hidden_size, output_size, scheme="uniform", rng=None
             raise ValueError(f"cannot rescale {rec} to spectral_radius={target}: the "
                              f"{scheme!r} scheme gave a {rec} with spectral radius 0")
         p[rec] = (W_s * (target / radius)).astype(dt)
+    if cell.init_biases is not None:
+        cell.init_biases(p, H, rng, **cell_options)
+    elif cell_options:
+        raise TypeError(f"the {cell.name} cell takes no initialisation options; got "
+                        f"{sorted(cell_options)}")
     return p
 
 

@@ -11,6 +11,8 @@ import numpy as np
 
 from . import _validate, head
 from .cells import ELMAN
+from .cells import GRU as GRU_CELL
+from .cells import LSTM as LSTM_CELL
 from .functional import cell_loss_and_grad, cell_predict
 from .init import init_params
 
@@ -180,8 +182,9 @@ class RecurrentModel:
 
     def step(self, x, h=None):
         """One time step of streaming inference: (y, h_new) for input x (N, I) or (I,) and
-        state h (N, H) or (H,) (None: zeros). y is (N, O) or (O,) (probabilities for a
-        softmax output). Feed h_new back in for the next step.
+        state h (N, H) or (H,) (None: zeros; for the LSTM a tuple (h, c) of them). y is
+        (N, O) or (O,) (probabilities for a softmax output). Feed h_new back in for the
+        next step.
 
         Built for per-call speed (a few microseconds at batch size one): x and h are fully
         checked, the weights with quick identity, shape, dtype and finiteness tests.
@@ -199,25 +202,29 @@ class RecurrentModel:
         _validate.memory(N * (I + (2 + G) * H + O) * self.dtype.itemsize, "step")
         x = _validate.finished(x, "x")
         X = x.reshape(1, 1, -1) if single else x[:, None, :]
-        if h is None:
-            h = np.zeros((N, self.hidden_size), self.dtype)
-        else:
-            h = _validate.float_array(h, "h", "(H,)" if single else "(N, H)", self.dtype,
-                                      dtype_of="the model")
-            h = h.reshape(1, -1) if single else h
-            if h.shape != (N, self.hidden_size):
-                raise ValueError(f"h must have shape (N, H) = {(N, self.hidden_size)}"
-                                 f" to match x {x.shape}; got {h.shape}")
+        several = len(self.cell.states) > 1
+        state = []
+        for name, s in zip(self.cell.states, self._state0(h)):
+            label = name if several else "h"
+            if s is None:
+                s = np.zeros((N, H), self.dtype)
+            else:
+                s = _validate.float_array(s, label, "(H,)" if single else "(N, H)", self.dtype,
+                                          dtype_of="the model")
+                s = s.reshape(1, -1) if single else s
+                if s.shape != (N, H):
+                    raise ValueError(f"{label} must have shape (N, H) = {(N, H)} to match x "
+                                     f"{x.shape}; got {s.shape}")
+            state.append(s)
         try:
             weights = _validate.model_weights(self.params, self._shapes, self.dtype)
         except KeyError:
             self._weights()                       # raises the clear KeyError
             raise
-        Y, S, *_ = self.cell.backend(self.backend).predict(
-            np.ascontiguousarray(X), h, *weights, *self._options(), self.output)
-        if single:
-            return Y[0, 0], S[0, 0]
-        return Y[:, 0], S[:, 0]
+        Y, *states = self.cell.backend(self.backend).predict(
+            np.ascontiguousarray(X), *state, *weights, *self._options(), self.output)
+        at = (0, 0) if single else (slice(None), 0)
+        return Y[at], self._state_out(tuple(S[at] for S in states))
 
     def fit(self, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
             clip_norm=5.0, clip_value=None, tbptt=None, lengths=None, target="sequence",
@@ -309,5 +316,85 @@ class ElmanRNN(RecurrentModel):
         return {"activation": "tanh", **options}
 
 
+
+class LSTM(RecurrentModel):
+    """An LSTM network (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al.
+    2000) with a linear or softmax output layer; PyTorch's nn.LSTM equations and gate order
+    [i, f, g, o], so weights convert both ways:
+
+        z_t = x_t W_x + h_{t-1} W_s + b              (4H wide: [i, f, g, o])
+        i, f, o = sigmoid(.)    g = tanh(.)
+        c_t = f * c_{t-1} + i * g      h_t = o * tanh(c_t)       y_t = h_t W_y + b_y
+
+    The state is the pair (h, c): h0 arguments, step() and return_state take and give a
+    tuple (h, c) of (N, H) arrays.
+
+    Parameters
+    ----------
+    input_size, hidden_size, output_size, output, dtype, seed, backend
+        As for ElmanRNN.
+    init : {"uniform", "glorot", "orthogonal", "identity"}
+        As for ElmanRNN, applied to each gate block ("uniform" is PyTorch's nn.LSTM default).
+    forget_gate : bool
+        False: the 1997 cell without a forget gate, c_t = c_{t-1} + i * g (f = 1; the f
+        blocks of the weights are kept, unused, so the layout stays PyTorch's).
+    forget_bias : float
+        Added to the forget gate's bias after the scheme: 1.0 by default (Jozefowicz,
+        Zaremba & Sutskever 2015; Keras' unit_forget_bias), 0 reproduces PyTorch's init.
+    chrono : int or None
+        T_max of the chrono initialisation (Tallec & Ollivier 2018): b_f ~ log U[1, T_max-1],
+        b_i = -b_f (replaces forget_bias); for dependencies up to about T_max steps.
+
+    Attributes
+    ----------
+    params : dict of ndarray
+        W_x (I, 4H), W_s (H, 4H), b (4H,), W_y (H, O), b_y (O,).
+    """
+
+    cell = LSTM_CELL
+
+    def __init__(self, input_size, hidden_size, output_size, output="linear",
+                 dtype="float32", seed=0, backend="cython", init="uniform", forget_gate=True,
+                 forget_bias=1.0, chrono=None):
+        forget_gate = _validate.boolean(forget_gate, "forget_gate")
+        self.forget_bias, self.chrono = forget_bias, chrono
+        super().__init__(input_size, hidden_size, output_size, {"forget_gate": forget_gate},
+                         output=output, dtype=dtype, seed=seed, backend=backend, init=init,
+                         init_options={"forget_bias": forget_bias, "chrono": chrono})
+
+    def _default_options(self, options):
+        self.forget_bias, self.chrono = None, None
+        return {"forget_gate": True, **options}
+
+
+class GRU(RecurrentModel):
+    """A GRU network (Cho et al. 2014) with a linear or softmax output layer; PyTorch's
+    nn.GRU equations ("linear before reset") and gate order [r, z, n]:
+
+        r = sigmoid(x W_x[r] + b[r] + h W_s[r] + b_s[r])      z likewise
+        n = tanh(x W_x[n] + b[n] + r * (h W_s[n] + b_s[n]))
+        h_t = (1 - z) * n + z * h_{t-1}                         y_t = h_t W_y + b_y
+
+    Parameters
+    ----------
+    input_size, hidden_size, output_size, output, dtype, seed, backend, init
+        As for ElmanRNN ("uniform" is PyTorch's nn.GRU default), init applied to each gate
+        block.
+
+    Attributes
+    ----------
+    params : dict of ndarray
+        W_x (I, 3H), W_s (H, 3H), b (3H,), b_s (3H,) (the recurrent bias, which the reset
+        gate multiplies), W_y (H, O), b_y (O,).
+    """
+
+    cell = GRU_CELL
+
+    def __init__(self, input_size, hidden_size, output_size, output="linear",
+                 dtype="float32", seed=0, backend="cython", init="uniform"):
+        super().__init__(input_size, hidden_size, output_size, {}, output=output, dtype=dtype,
+                         seed=seed, backend=backend, init=init)
+
+
 # The model class of each cell, by the cell's name (fastrnn.load builds the right one).
-MODELS = {ElmanRNN.cell.name: ElmanRNN}
+MODELS = {cls.cell.name: cls for cls in (ElmanRNN, LSTM, GRU)}

@@ -86,9 +86,9 @@ def test_grid_search_on_dask_workers_matches_local(client):
         import os
 
         import fastrnn
-        import fastrnn._elman
+        import fastrnn._head
         return (os.path.realpath(fastrnn.__file__),
-                os.path.realpath(fastrnn._elman.__file__))
+                os.path.realpath(fastrnn._head.__file__))
 
     t0 = time.perf_counter()
     worker_pids = client.run(os.getpid)                 # {worker address: pid}

@@ -20,30 +20,18 @@ import numpy as np
 cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t, uint8_t
-from libc.math cimport sqrt
 from libc.string cimport memcpy, memset
 
 from fastrnn._blas cimport gemm, gemm_step
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
 from fastrnn._kernels cimport act_grad, bias_act, colsum
+from fastrnn.cells._recurrence cimport prev_state_gemm, row_norms, transpose
 
 from fastrnn._head import release_workspace, workspace
 from fastrnn._threads import scipy_blas_threads
 from fastrnn.activations import ACTIVATIONS
 
 cnp.import_array()
-
-
-cdef inline void row_norms(const floating *A, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
-                           double *out, Py_ssize_t out_stride) noexcept nogil:
-    """out[r * out_stride] = ||A[r, :cols]||_2 (summed in double)."""
-    cdef Py_ssize_t r, c
-    cdef double acc
-    for r in range(rows):
-        acc = 0
-        for c in range(cols):
-            acc += <double> A[r * ld + c] * A[r * ld + c]
-        out[r * out_stride] = sqrt(acc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,15 +87,13 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     """
     cdef int NT = N * T, TH = T * H
     cdef int t
-    cdef Py_ssize_t n, j, row           # element offsets may exceed 2**31
+    cdef Py_ssize_t n                   # element offsets may exceed 2**31
     cdef floating beta = 1 if full_dS else 0
     # An explicit W_s^T, once: the per-step product is then a plain "NN" GEMM, which
     # OpenBLAS serves from its small-matrix kernels without packing W_s^T every step.
     # (A batch of one goes to GEMV, which reads W_s transposed for free: W_sT is unused.)
     if N > 1:
-        for n in range(H):
-            for j in range(H):
-                W_sT[j * H + n] = W_s[n * H + j]
+        transpose(W_s, H, H, W_sT)
     # dA_t = (dS_t + dA_{t+1} @ W_s^T) * phi'(S_t), newest step first
     for t in range(T - 1, -1, -1):
         if t < T - 1:
@@ -131,27 +117,8 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     gemm(True, False, I, H, NT, 1, X, I, G, H, 0, dW_x, H)
     # db (H,) = dA.sum over all rows
     colsum(G, NT, H, H, db)
-    # dW_s (H, H) = sum_t S[:, t-1]^T @ dA[:, t], S[:, -1] = h0. In the flat (N*T, H) views,
-    # row r of S pairs with row r+1 of dA: right for every row but each sequence's first
-    # step, where S[n-1, T-1] would pair with dA[n, 0]. So those dA rows are set aside in D
-    # and zeroed, one GEMM takes all shifted pairs, and the rows are put back and paired
-    # with h0. (Subtracting the wrong pairs instead would cancel catastrophically when the
-    # states grow large.)
-    for n in range(N):
-        row = n * <Py_ssize_t> TH                             # dA[n, 0]
-        for j in range(H):
-            D[n * H + j] = G[row + j]
-            if n > 0:
-                G[row + j] = 0
-    if NT > 1:
-        # dW_s = S_flat[:-1]^T (H, N*T-1) @ dA_flat[1:] (N*T-1, H)
-        gemm(True, False, H, H, NT - 1, 1, S, H, G + H, H, 0, dW_s, H)
-    for n in range(1, N):
-        row = n * <Py_ssize_t> TH
-        for j in range(H):
-            G[row + j] = D[n * H + j]
-    # dW_s += h0^T (H, N) @ dA[:, 0] (N, H)
-    gemm(True, False, H, H, N, 1, h0, H, D, H, 1 if NT > 1 else 0, dW_s, H)
+    # dW_s (H, H) = sum_t S[:, t-1]^T (H, N) @ dA[:, t] (N, H), S[:, -1] = h0: one GEMM
+    prev_state_gemm(S, h0, G, H, D, dW_s, H, N, T, H, H)
     if dh0 != NULL:
         # dh0 (N, H) = dA[:, 0] (N, H) @ W_s^T
         gemm(False, True, N, H, H, 1, G, TH, W_s, H, 0, dh0, H)

@@ -29,8 +29,34 @@ N*T rows.
 import numpy as np
 from scipy.special import expit
 
-from .. import head
+from .. import _validate, head
 from .spec import CellSpec, Weight
+
+
+def init_biases(params, H, rng, forget_bias=1.0, chrono=None):
+    """The LSTM's own bias initialisation, after the scheme (in place on params["b"]):
+
+    forget_bias: added to the forget gate's bias b_f. 1.0 (the default) follows Jozefowicz,
+        Zaremba & Sutskever, "An Empirical Exploration of Recurrent Network Architectures",
+        ICML 2015 (Keras' unit_forget_bias=True): the cell starts out remembering. 0 keeps
+        the scheme's bias (PyTorch's nn.LSTM init with scheme "uniform").
+    chrono: T_max, or None. The chrono initialisation of Tallec & Ollivier, "Can recurrent
+        neural networks warp time?", ICLR 2018: b_f = log(u), u ~ U[1, T_max - 1], and
+        b_i = -b_f, so the cell's characteristic forgetting times spread up to about T_max
+        steps. Replaces the scheme's b_f and b_i (forget_bias is then not added).
+    """
+    forget_bias = _validate.real(forget_bias, "forget_bias")
+    b = params["b"]
+    b_i, b_f = b[0:H], b[H:2 * H]
+    if chrono is None:
+        b_f += forget_bias
+        return
+    T_max = _validate.count(chrono, "chrono")
+    if T_max < 3:
+        raise ValueError(f"chrono (T_max) must be at least 3 (b_f ~ log U[1, T_max - 1]); "
+                         f"got {T_max}")
+    b_f[...] = np.log(rng.uniform(1.0, T_max - 1.0, size=H))
+    b_i[...] = -b_f
 
 LSTM = CellSpec(
     name="lstm",
@@ -43,6 +69,7 @@ LSTM = CellSpec(
     buffers_per_step=6,                     # H, C and the four activated gates
     numpy_module="fastrnn.cells.lstm",
     compiled_module="fastrnn.cells._lstm",
+    init_biases=init_biases,
 )
 
 

@@ -57,7 +57,8 @@ class CellSpec:
     ("RNN", "LSTM", "GRU"). torch_bias: "sum" if the cell keeps one bias b =
     bias_ih + bias_hh, "separate" if b = bias_ih and b_s = bias_hh. buffers_per_step: how
     many (N, T, H) arrays the compiled forward pass fills (states and gate activations), for
-    the memory check before allocating.
+    the memory check before allocating. init_biases(params, H, rng, **options): the cell's
+    own initialisation step after the scheme (the LSTM's forget-gate bias), or None.
     """
     name: str
     gates: tuple
@@ -69,6 +70,7 @@ class CellSpec:
     buffers_per_step: int                   # (N, T, H) arrays the forward pass allocates
     numpy_module: str                       # the NumPy twin, e.g. "fastrnn.cells.elman"
     compiled_module: str                    # e.g. "fastrnn.cells._elman"
+    init_biases: object = None              # cell-specific init after the scheme, or None
     _modules: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):

@@ -1,0 +1,381 @@
+"""The GRU cell, compiled: its recurrence, its BPTT backward pass and the whole loss gradient
+(NumPy twin: fastrnn/cells/gru.py, same signatures). PyTorch's "linear before reset" GRU:
+
+    a_t = x_t W_x + b        s_t = h_{t-1} W_s + b_s          (N, 3H), gates [r, z, n]
+    r = sigmoid(a_r + s_r)   z = sigmoid(a_z + s_z)   n = tanh(a_n + r * s_n)
+    h_t = (h_{t-1} - n) * z + n                               h_{-1} = h0
+
+The hot path: one input-projection GEMM for all steps and gates; per step one GEMM
+h_{t-1} @ W_s into a scratch block (the reset gate multiplies its n part, so it cannot be
+accumulated into a_t), then one fused C kernel (csrc/fr_gates.c) for the gates and the state
+update, which keeps the activated gates and s_n = h_{t-1} W_s[:, n] + b_s[n] for the backward
+pass (as oneDNN's workspace does). Backward per step: one fused kernel for the gate gradients
+and two GEMMs with W_s^T; the recurrent side's gradient differs from the input side's only in
+the n block (dza_n * r, stored over s_n), so every weight gradient is still a single merged
+GEMM over all N*T rows. No allocation, no Python and no GIL inside the time loops.
+
+Every function trusts its inputs (fastrnn/_validate.py checked them): C-contiguous arrays of
+one float dtype, consistent non-empty shapes, sizes < 2**31.
+
+Notation (row vectors, batch-first): X (N, T, I), h0 (N, H), Hs (N, T, H), W_x (I, 3H),
+W_s (H, 3H), b and b_s (3H,), A (N, T, 3H) the gate workspace, Sn (N, T, H) the stored s_n.
+Step t of a batch-first array A (N, T, K) is the (N, K) matrix at A + t*K with leading
+dimension T*K.
+"""
+import numpy as np
+
+cimport numpy as cnp
+from cython cimport floating
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy, memset
+
+from fastrnn._blas cimport gemm, gemm_step
+from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
+from fastrnn._kernels cimport colsum
+from fastrnn.cells._recurrence cimport prev_state_gemm, row_norms, transpose
+
+from fastrnn._head import release_workspace, workspace
+from fastrnn._threads import scipy_blas_threads
+
+cnp.import_array()
+
+
+cdef extern from "fr_gates.h" nogil:
+    void fr_gru_fwd_f32(float *A, Py_ssize_t lda, const float *b, const float *R,
+                        const float *b_s, const float *h_prev, Py_ssize_t ldhp, float *Hs,
+                        float *Sn, Py_ssize_t ldh, Py_ssize_t rows, Py_ssize_t H)
+    void fr_gru_fwd_f64(double *A, Py_ssize_t lda, const double *b, const double *R,
+                        const double *b_s, const double *h_prev, Py_ssize_t ldhp, double *Hs,
+                        double *Sn, Py_ssize_t ldh, Py_ssize_t rows, Py_ssize_t H)
+    void fr_gru_bwd_f32(float *A, Py_ssize_t lda, float *Sn, float *dH, Py_ssize_t ldh,
+                        float *P, const float *h_prev, Py_ssize_t ldhp, Py_ssize_t rows,
+                        Py_ssize_t H)
+    void fr_gru_bwd_f64(double *A, Py_ssize_t lda, double *Sn, double *dH, Py_ssize_t ldh,
+                        double *P, const double *h_prev, Py_ssize_t ldhp, Py_ssize_t rows,
+                        Py_ssize_t H)
+
+
+cdef inline void gates_forward(floating *A, Py_ssize_t lda, const floating *b,
+                               const floating *R, const floating *b_s, const floating *h_prev,
+                               Py_ssize_t ldhp, floating *Hs, floating *Sn, Py_ssize_t ldh,
+                               Py_ssize_t rows, Py_ssize_t H) noexcept nogil:
+    if floating is float:
+        fr_gru_fwd_f32(A, lda, b, R, b_s, h_prev, ldhp, Hs, Sn, ldh, rows, H)
+    else:
+        fr_gru_fwd_f64(A, lda, b, R, b_s, h_prev, ldhp, Hs, Sn, ldh, rows, H)
+
+
+cdef inline void gates_backward(floating *A, Py_ssize_t lda, floating *Sn, floating *dH,
+                                Py_ssize_t ldh, floating *P, const floating *h_prev,
+                                Py_ssize_t ldhp, Py_ssize_t rows, Py_ssize_t H) noexcept nogil:
+    if floating is float:
+        fr_gru_bwd_f32(A, lda, Sn, dH, ldh, P, h_prev, ldhp, rows, H)
+    else:
+        fr_gru_bwd_f64(A, lda, Sn, dH, ldh, P, h_prev, ldhp, rows, H)
+
+
+# ---------------------------------------------------------------------------------------------
+# The recurrence and its backward pass
+
+cdef void recur_forward(const floating *X, const floating *h0, const floating *W_x,
+                        const floating *W_s, const floating *b, const floating *b_s,
+                        const floating *H_in, floating *Hs, floating *A, floating *Sn,
+                        floating *R, const int64_t *lengths, bint split, int N, int T, int I,
+                        int H) noexcept nogil:
+    """Hs (N, T, H): the states; A (N, T, 3H): the activated gates [r, z, n]; Sn (N, T, H):
+    s_n of every step. R (N, 3H) is scratch.
+
+    H_in: the states the recurrence reads as h_{t-1}: Hs itself (the forward pass), or given
+    states (the backward pass's recomputation of the gates, which writes its Hs to scratch).
+    lengths (N,) or NULL: past its end a sequence keeps its state.
+    """
+    cdef int G3 = 3 * H, TH = T * H, NT = N * T
+    cdef int lda = T * G3, ldp, t
+    cdef Py_ssize_t n, row
+    cdef const floating *hp
+    # A (N*T, 3H) = X (N*T, I) @ W_x (I, 3H): the input projection of every step and gate
+    gemm(False, False, NT, G3, I, 1, X, I, W_x, G3, 0, A, G3)
+    for t in range(T):
+        hp, ldp = (h0, H) if t == 0 else (H_in + (t - 1) * H, TH)
+        # R (N, 3H) = h_{t-1} (N, H) @ W_s (H, 3H)
+        gemm_step(N, G3, H, hp, ldp, W_s, G3, 0, R, G3, split)
+        # gates from A[:, t] + b and R + b_s, h_t, s_n: one fused sweep
+        gates_forward(A + t * G3, lda, b, R, b_s, hp, ldp, Hs + t * H, Sn + t * H, TH, N, H)
+        if lengths != NULL:
+            for n in range(N):
+                if t >= lengths[n]:     # ended: carry the state (t >= 1 as lengths >= 1)
+                    row = n * <Py_ssize_t> TH + t * H
+                    memcpy(Hs + row, H_in + row - H, H * sizeof(floating))
+
+
+cdef void recur_backward(const floating *X, const floating *h0, const floating *W_x,
+                         const floating *W_s, const floating *Hs, floating *A, floating *Sn,
+                         floating *dH, bint full_dH, floating *dX, floating *dh0,
+                         floating *dW_x, floating *dW_s, floating *db, floating *db_s,
+                         floating *D, floating *P, floating *W_sT, const int64_t *lengths,
+                         double *state_norms, bint split, int N, int T, int I,
+                         int H) noexcept nogil:
+    """Backpropagation through time.
+
+    On entry A (N, T, 3H) and Sn (N, T, H) hold the gates and s_n of recur_forward, dH
+    (N, T, H) dLoss/dHs from the output layer: at every step if full_dH, else only at the
+    last step (dH[:, :T-1] is then scratch). On exit A holds the input side's gradients
+    dza_t = dLoss/da_t, Sn the recurrent side's n block dza_n * r, dH the total dLoss/dh_t.
+    dX (N, T, I) and dh0 (N, H) may be NULL (not wanted). D (N, 3H), P (N, H) and
+    W_sT (3H, H) are scratch. lengths: past a sequence's end every gradient is zero.
+    state_norms (N, T) or NULL: receives ||dLoss/dh_t||.
+    """
+    cdef int G3 = 3 * H, H2 = 2 * H, TH = T * H, NT = N * T
+    cdef int lda = T * G3, ldp, t
+    cdef Py_ssize_t n
+    cdef floating beta = 1 if full_dH else 0
+    cdef const floating *hp
+    # An explicit W_s^T (3H, H), once: the per-step products are then plain "NN" GEMMs;
+    # rows [0, 2H) of it are the r and z blocks' transposes, rows [2H, 3H) the n block's.
+    # (A batch of one goes to GEMV, which reads W_s transposed for free.)
+    if N > 1:
+        transpose(W_s, H, G3, W_sT)
+    memset(P, 0, N * <Py_ssize_t> H * sizeof(floating))
+    for t in range(T - 1, -1, -1):
+        if t < T - 1:
+            # dH[:, t] (N, H) (+)= dza[:, t+1, r|z] (N, 2H) @ W_s[:, r|z]^T (2H, H)
+            #                     + dzs_n[:, t+1] (N, H) @ W_s[:, n]^T (H, H)
+            if N > 1:
+                gemm_step(N, H, H2, A + (t + 1) * G3, lda, W_sT, H, beta, dH + t * H, TH,
+                          split)
+                gemm_step(N, H, H, Sn + (t + 1) * H, TH, W_sT + H2 * H, H, 1, dH + t * H,
+                          TH, split)
+            else:
+                gemm(False, True, 1, H, H2, 1, A + (t + 1) * G3, lda, W_s, G3, beta,
+                     dH + t * H, TH)
+                gemm(False, True, 1, H, H, 1, Sn + (t + 1) * H, TH, W_s + H2, G3, 1,
+                     dH + t * H, TH)
+        if lengths != NULL:
+            for n in range(N):
+                if t >= lengths[n]:     # ended: no gradient reaches or leaves this step
+                    memset(dH + n * <Py_ssize_t> TH + t * H, 0, H * sizeof(floating))
+        hp, ldp = (h0, H) if t == 0 else (Hs + (t - 1) * H, TH)
+        # dh_t = dH + P (kept in dH); the gates' gradients in place; P <- dh_t * z_t
+        gates_backward(A + t * G3, lda, Sn + t * H, dH + t * H, TH, P, hp, ldp, N, H)
+        if state_norms != NULL:             # dH[:, t] is the total dLoss/dh_t here
+            row_norms(dH + t * H, N, H, TH, state_norms + t, T)
+        if lengths != NULL:
+            for n in range(N):
+                if t >= lengths[n]:
+                    memset(A + n * <Py_ssize_t> lda + t * G3, 0, G3 * sizeof(floating))
+                    memset(Sn + n * <Py_ssize_t> TH + t * H, 0, H * sizeof(floating))
+                    memset(P + n * H, 0, H * sizeof(floating))
+
+    # Weight gradients: one GEMM over all N*T rows each (the "merged" form).
+    # dW_x (I, 3H) = X^T (I, N*T) @ dza (N*T, 3H)
+    gemm(True, False, I, G3, NT, 1, X, I, A, G3, 0, dW_x, G3)
+    # db (3H,) = dza.sum over all rows; db_s = dzs.sum: the same r and z blocks, then Sn's
+    colsum(A, NT, G3, G3, db)
+    memcpy(db_s, db, H2 * sizeof(floating))
+    colsum(Sn, NT, H, H, db_s + H2)
+    # dW_s[:, r|z] (H, 2H) = sum_t h_{t-1}^T (H, N) @ dza_t[:, r|z] (N, 2H), h_{-1} = h0
+    prev_state_gemm(Hs, h0, A, G3, D, dW_s, G3, N, T, H, H2)
+    # dW_s[:, n] (H, H) = sum_t h_{t-1}^T (H, N) @ dzs_n_t (N, H)
+    prev_state_gemm(Hs, h0, Sn, H, D, dW_s + H2, G3, N, T, H, H)
+    if dh0 != NULL:
+        # dh0 (N, H) = P + dza[:, 0, r|z] (N, 2H) @ W_s[:, r|z]^T + dzs_n[:, 0] @ W_s[:, n]^T
+        memcpy(dh0, P, N * <Py_ssize_t> H * sizeof(floating))
+        gemm(False, True, N, H, H2, 1, A, lda, W_s, G3, 1, dh0, H)
+        gemm(False, True, N, H, H, 1, Sn, TH, W_s + H2, G3, 1, dh0, H)
+    if dX != NULL:
+        # dX (N*T, I) = dza (N*T, 3H) @ W_x^T (3H, I)
+        gemm(False, True, NT, I, G3, 1, A, G3, W_x, G3, 0, dX, I)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole computations, on one bundle of pointers. The precision is picked by the type of the
+# states pointer passed alongside (every other array has the same dtype).
+
+ctypedef struct Net:
+    const void *X       # (N, T, I)
+    const void *h0      # (N, H)
+    const void *W_x     # (I, 3H)
+    const void *W_s     # (H, 3H)
+    const void *b       # (3H,)
+    const void *b_s     # (3H,)
+    Head head           # the output layer, its targets and its gradients (fastrnn._head)
+    void *A             # (N, T, 3H) gates, then the input side's gradients
+    void *Sn            # (N, T, H) s_n, then the recurrent side's n-block gradients
+    void *dH            # (N, T, H) dLoss/dHs, then the total dLoss/dh
+    void *D             # (N, 3H) scratch
+    void *R             # (N, 3H) scratch: the step's h W_s, then (N, H) the carry P
+    void *W_sT          # (3H, H) scratch
+    const int64_t *lengths  # (N,) valid steps per sequence, or NULL (all T)
+    double *state_norms # (N, T) ||dLoss/dh[n, t]||, or NULL
+    bint split          # split the per-step products into column blocks (see gemm_step)
+    void *dX
+    void *dh0
+    void *dW_x
+    void *dW_s
+    void *db
+    void *db_s
+    int N, T, In, H     # In = I (a C macro of that name comes with complex.h)
+
+
+cdef void net_forward(Net *n, const floating *H_in, floating *Hs) noexcept nogil:
+    recur_forward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.W_x,
+                  <const floating *> n.W_s, <const floating *> n.b, <const floating *> n.b_s,
+                  H_in, Hs, <floating *> n.A, <floating *> n.Sn, <floating *> n.R,
+                  n.lengths, n.split, n.N, n.T, n.In, n.H)
+
+
+cdef void net_backward(Net *n, const floating *Hs, bint full_dH) noexcept nogil:
+    recur_backward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.W_x,
+                   <const floating *> n.W_s, Hs, <floating *> n.A, <floating *> n.Sn,
+                   <floating *> n.dH, full_dH, <floating *> n.dX, <floating *> n.dh0,
+                   <floating *> n.dW_x, <floating *> n.dW_s, <floating *> n.db,
+                   <floating *> n.db_s, <floating *> n.D, <floating *> n.R,
+                   <floating *> n.W_sT, n.lengths, n.state_norms, n.split,
+                   n.N, n.T, n.In, n.H)
+
+
+cdef double net_loss_and_grad(Net *n, floating *Hs) noexcept nogil:
+    net_forward(n, Hs, Hs)
+    cdef double loss = head_loss_and_grad(&n.head, <const floating *> Hs, <floating *> n.dH,
+                                          <floating *> n.D, n.lengths, n.N, n.T, n.H)
+    net_backward(n, Hs, not n.head.last or n.lengths != NULL)
+    return loss
+
+
+cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s,
+                  cnp.ndarray b, cnp.ndarray b_s, lengths):
+    """The Net for these arrays; lengths: None or a validated int64 (N,) array."""
+    cdef Net n
+    memset(&n, 0, sizeof(Net))
+    n.X, n.h0 = data(X), data(h0)
+    n.W_x, n.W_s, n.b, n.b_s = data(W_x), data(W_s), data(b), data(b_s)
+    n.N, n.T, n.In, n.H = X.shape[0], X.shape[1], X.shape[2], W_s.shape[0]
+    if lengths is not None:
+        n.lengths = <const int64_t *> data(lengths)
+    # Column-split mid-sized per-step products under one BLAS thread (see gemm_step).
+    cdef double step_work = <double> n.N * n.H * 3 * n.H
+    n.split = 1e6 < step_work <= 8e6 and scipy_blas_threads() == 1
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# Python-facing functions: same signatures as fastrnn.cells.gru. Arguments are validated
+# (fastrnn._validate): C-contiguous ndarrays of one float dtype, consistent shapes.
+
+def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp.ndarray b,
+            cnp.ndarray b_s, lengths=None):
+    """Hs (N, T, H): the states of every step."""
+    cdef Net n = make_net(X, h0, W_x, W_s, b, b_s, lengths)
+    dt = X.dtype
+    cdef int N = n.N, T = n.T, H = n.H
+    cdef cnp.ndarray Hs = np.empty((N, T, H), dt)
+    A, Sn, R = np.empty((N, T, 3 * H), dt), np.empty((N, T, H), dt), np.empty((N, 3 * H), dt)
+    n.A, n.Sn, n.R = data(A), data(Sn), data(R)
+    cdef void *Hp = data(Hs)
+    if is_float32(X):
+        with nogil:
+            net_forward(&n, <const float *> Hp, <float *> Hp)
+    else:
+        with nogil:
+            net_forward(&n, <const double *> Hp, <double *> Hp)
+    return Hs
+
+
+def predict(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp.ndarray b,
+            cnp.ndarray b_s, cnp.ndarray W_y, cnp.ndarray b_y, str output, lengths=None):
+    """(Y (N, T, O), Hs (N, T, H)): outputs (softmax probabilities if output is "softmax")
+    and the states."""
+    cdef Net n = make_net(X, h0, W_x, W_s, b, b_s, lengths)
+    head_setup(&n.head, None, W_y, b_y, output, "sequence", None, n.N, n.T, None)
+    dt = X.dtype
+    cdef int N = n.N, T = n.T, H = n.H
+    cdef cnp.ndarray Hs = np.empty((N, T, H), dt)
+    A, Sn, R = np.empty((N, T, 3 * H), dt), np.empty((N, T, H), dt), np.empty((N, 3 * H), dt)
+    Y = np.empty((N, T, n.head.O), dt)
+    n.A, n.Sn, n.R, n.head.Z = data(A), data(Sn), data(R), data(Y)
+    cdef void *Hp = data(Hs)
+    if is_float32(X):
+        with nogil:
+            net_forward(&n, <const float *> Hp, <float *> Hp)
+            head_predict(&n.head, <const float *> Hp, N * T, H)
+    else:
+        with nogil:
+            net_forward(&n, <const double *> Hp, <double *> Hp)
+            head_predict(&n.head, <const double *> Hp, N * T, H)
+    return Y, Hs
+
+
+def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp.ndarray b,
+             cnp.ndarray b_s, cnp.ndarray Hs, cnp.ndarray dHs, lengths=None):
+    """BPTT gradients {"X", "h0", "W_x", "W_s", "b", "b_s"} given the states Hs of forward()
+    and dHs (N, T, H) = dLoss/dHs from outside the recurrence. The gates are recomputed from
+    X and the given states; past a sequence's end dHs is ignored."""
+    cdef Net n = make_net(X, h0, W_x, W_s, b, b_s, lengths)
+    dt = X.dtype
+    cdef int N = n.N, T = n.T, H = n.H
+    grads = {"X": np.empty_like(X), "h0": np.empty((N, H), dt),
+             "W_x": np.empty((n.In, 3 * H), dt), "W_s": np.empty((H, 3 * H), dt),
+             "b": np.empty(3 * H, dt), "b_s": np.empty(3 * H, dt)}
+    A, Sn, R = np.empty((N, T, 3 * H), dt), np.empty((N, T, H), dt), np.empty((N, 3 * H), dt)
+    scratch = np.empty((N, T, H), dt)                   # the recomputation's own states
+    dH = dHs.copy()                                     # becomes the total dLoss/dh
+    D, W_sT = np.empty((N, 3 * H), dt), np.empty(3 * H * H if N > 1 else 1, dt)
+    n.A, n.Sn, n.R, n.dH, n.D, n.W_sT = data(A), data(Sn), data(R), data(dH), data(D), data(W_sT)
+    n.dX, n.dh0, n.dW_x = data(grads["X"]), data(grads["h0"]), data(grads["W_x"])
+    n.dW_s, n.db, n.db_s = data(grads["W_s"]), data(grads["b"]), data(grads["b_s"])
+    cdef void *Hp = data(Hs)
+    cdef void *Sp = data(scratch)
+    if is_float32(X):
+        with nogil:
+            net_forward(&n, <const float *> Hp, <float *> Sp)      # the gates, from Hs
+            net_backward(&n, <const float *> Hp, True)
+    else:
+        with nogil:
+            net_forward(&n, <const double *> Hp, <double *> Sp)
+            net_backward(&n, <const double *> Hp, True)
+    return grads
+
+
+def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
+                  cnp.ndarray W_s, cnp.ndarray b, cnp.ndarray b_s, cnp.ndarray W_y,
+                  cnp.ndarray b_y, str output, str target, bint input_grads, lengths=None,
+                  bint return_state=False, bint state_grad_norms=False):
+    """(loss, grads): the mean loss and its gradient for every parameter, in one pass.
+
+    Y: real targets (N, T, O) / (N, O) for output "linear", int64 labels (N, T) / (N,) for
+    "softmax"; target "sequence" scores every step, "last" only the last one. grads has
+    "W_x", "W_s", "b", "b_s", "W_y", "b_y", and "X", "h0" too if input_grads. With
+    return_state, returns (loss, grads, h_last). With state_grad_norms,
+    grads["state_grad_norms"] (N, T) float64 holds ||dLoss/dh[n, t]||.
+    """
+    cdef Net n = make_net(X, h0, W_x, W_s, b, b_s, lengths)
+    dt = X.dtype
+    cdef int N = n.N, T = n.T, H = n.H
+    grads = {"W_x": np.empty((n.In, 3 * H), dt), "W_s": np.empty((H, 3 * H), dt),
+             "b": np.empty(3 * H, dt), "b_s": np.empty(3 * H, dt)}
+    valid = head_setup(&n.head, Y, W_y, b_y, output, target, lengths, N, T, grads)
+    cdef cnp.ndarray Hs
+    Hs, A, Sn, dH, Zh, D, R, W_sT = workspace(dt, (
+        (N, T, H), (N, T, 3 * H), (N, T, H), (N, T, H), (N if n.head.last else N * T, n.head.O),
+        (N, 3 * H), (N, 3 * H), (3 * H * H if N > 1 else 1,)))
+    n.A, n.Sn, n.dH, n.head.Z = data(A), data(Sn), data(dH), data(Zh)
+    n.D, n.R, n.W_sT = data(D), data(R), data(W_sT)
+    n.dW_x, n.dW_s = data(grads["W_x"]), data(grads["W_s"])
+    n.db, n.db_s = data(grads["b"]), data(grads["b_s"])
+    if input_grads:
+        grads["X"], grads["h0"] = np.empty_like(X), np.empty((N, H), dt)
+        n.dX, n.dh0 = data(grads["X"]), data(grads["h0"])
+    if state_grad_norms:
+        grads["state_grad_norms"] = np.empty((N, T), np.float64)
+        n.state_norms = <double *> data(grads["state_grad_norms"])
+    cdef void *Hp = data(Hs)
+    cdef double loss
+    if is_float32(X):
+        with nogil:
+            loss = net_loss_and_grad(&n, <float *> Hp)
+    else:
+        with nogil:
+            loss = net_loss_and_grad(&n, <double *> Hp)
+    if return_state:
+        return loss, grads, Hs[:, T - 1].copy()
+    return loss, grads

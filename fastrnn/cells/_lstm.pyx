@@ -1,0 +1,428 @@
+"""The LSTM cell, compiled: its recurrence, its BPTT backward pass and the whole loss
+gradient (NumPy twin: fastrnn/cells/lstm.py, same signatures).
+
+    z_t = x_t W_x + h_{t-1} W_s + b          (N, 4H), gates [i, f, g, o] (PyTorch's order)
+    i, f, o = sigmoid(z_i, z_f, z_o)   g = tanh(z_g)
+    c_t = f * c_{t-1} + i * g          h_t = o * tanh(c_t)       h_{-1} = h0, c_{-1} = c0
+
+(forget_gate=False: f = 1, the 1997 cell.) The hot path, as in oneDNN: one input-projection
+GEMM for all steps and gates; per step one GEMM h_{t-1} @ W_s accumulated into that step's
+gate block, then one fused C kernel (csrc/fr_gates.c) that applies every gate non-linearity,
+updates c and h, and leaves the activated gates in place for the backward pass. Backward per
+step: one GEMM dZ_{t+1} @ W_s^T and one fused kernel turning dh_t (and the carried dc) into
+the gate gradients dZ_t in place; the weight gradients are then single GEMMs over all N*T
+rows. No allocation, no Python and no GIL inside the time loops.
+
+Every function trusts its inputs (fastrnn/_validate.py checked them): C-contiguous arrays of
+one float dtype, consistent non-empty shapes, sizes < 2**31.
+
+Notation (row vectors, batch-first): X (N, T, I), h0 and c0 (N, H), Hs and Cs (N, T, H),
+W_x (I, 4H), W_s (H, 4H), b (4H,), Z (N, T, 4H) the gate workspace. Step t of a batch-first
+array A (N, T, K) is the (N, K) matrix at A + t*K with leading dimension T*K.
+"""
+import numpy as np
+
+cimport numpy as cnp
+from cython cimport floating
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy, memset
+
+from fastrnn._blas cimport gemm, gemm_step
+from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
+from fastrnn._kernels cimport colsum
+from fastrnn.cells._recurrence cimport prev_state_gemm, row_norms, transpose
+
+from fastrnn._head import release_workspace, workspace
+from fastrnn._threads import scipy_blas_threads
+
+cnp.import_array()
+
+
+cdef extern from "fr_gates.h" nogil:
+    void fr_lstm_fwd_f32(float *Z, Py_ssize_t ldz, const float *b, const float *c_prev,
+                         Py_ssize_t ldcp, float *C, float *Hs, Py_ssize_t ldh, Py_ssize_t rows,
+                         Py_ssize_t H, int forget_gate)
+    void fr_lstm_fwd_f64(double *Z, Py_ssize_t ldz, const double *b, const double *c_prev,
+                         Py_ssize_t ldcp, double *C, double *Hs, Py_ssize_t ldh,
+                         Py_ssize_t rows, Py_ssize_t H, int forget_gate)
+    void fr_lstm_bwd_f32(float *Z, Py_ssize_t ldz, const float *dH, Py_ssize_t lddh, float *dc,
+                         const float *c_prev, Py_ssize_t ldcp, const float *C, Py_ssize_t ldc,
+                         double *dc_norms, Py_ssize_t norm_stride, Py_ssize_t rows,
+                         Py_ssize_t H, int forget_gate)
+    void fr_lstm_bwd_f64(double *Z, Py_ssize_t ldz, const double *dH, Py_ssize_t lddh,
+                         double *dc, const double *c_prev, Py_ssize_t ldcp, const double *C,
+                         Py_ssize_t ldc, double *dc_norms, Py_ssize_t norm_stride,
+                         Py_ssize_t rows, Py_ssize_t H, int forget_gate)
+
+
+cdef inline void gates_forward(floating *Z, Py_ssize_t ldz, const floating *b,
+                               const floating *c_prev, Py_ssize_t ldcp, floating *C,
+                               floating *Hs, Py_ssize_t ldh, Py_ssize_t rows, Py_ssize_t H,
+                               bint forget_gate) noexcept nogil:
+    if floating is float:
+        fr_lstm_fwd_f32(Z, ldz, b, c_prev, ldcp, C, Hs, ldh, rows, H, forget_gate)
+    else:
+        fr_lstm_fwd_f64(Z, ldz, b, c_prev, ldcp, C, Hs, ldh, rows, H, forget_gate)
+
+
+cdef inline void gates_backward(floating *Z, Py_ssize_t ldz, const floating *dH,
+                                Py_ssize_t lddh, floating *dc, const floating *c_prev,
+                                Py_ssize_t ldcp, const floating *C, Py_ssize_t ldc,
+                                double *dc_norms, Py_ssize_t norm_stride, Py_ssize_t rows,
+                                Py_ssize_t H, bint forget_gate) noexcept nogil:
+    if floating is float:
+        fr_lstm_bwd_f32(Z, ldz, dH, lddh, dc, c_prev, ldcp, C, ldc, dc_norms, norm_stride,
+                        rows, H, forget_gate)
+    else:
+        fr_lstm_bwd_f64(Z, ldz, dH, lddh, dc, c_prev, ldcp, C, ldc, dc_norms, norm_stride,
+                        rows, H, forget_gate)
+
+
+# ---------------------------------------------------------------------------------------------
+# The recurrence and its backward pass
+
+cdef void recur_forward(const floating *X, const floating *h0, const floating *c0,
+                        const floating *W_x, const floating *W_s, const floating *b,
+                        floating *Hs, floating *Cs, floating *Z, const int64_t *lengths,
+                        bint split, bint project, int N, int T, int I, int H,
+                        bint forget_gate) noexcept nogil:
+    """Hs, Cs (N, T, H): the states; Z (N, T, 4H): the activated gates of every step.
+
+    project=False: Z already holds X @ W_x (the backward pass's recomputation passes the
+    states it was given and throws the new ones away). lengths (N,) or NULL: past its end a
+    sequence keeps its states (h and c), so Hs[:, T-1], Cs[:, T-1] are its last valid ones.
+    """
+    cdef int G4 = 4 * H, TH = T * H, NT = N * T
+    cdef int ldz = T * G4, ldp, t
+    cdef Py_ssize_t n, row
+    cdef const floating *hp
+    cdef const floating *cp
+    if project:
+        # Z (N*T, 4H) = X (N*T, I) @ W_x (I, 4H): the input projection of every step and gate
+        gemm(False, False, NT, G4, I, 1, X, I, W_x, G4, 0, Z, G4)
+    for t in range(T):
+        if t == 0:
+            hp, cp, ldp = h0, c0, H
+        else:
+            hp, cp, ldp = Hs + (t - 1) * H, Cs + (t - 1) * H, TH
+        # Z[:, t] (N, 4H) += h_{t-1} (N, H) @ W_s (H, 4H)
+        gemm_step(N, G4, H, hp, ldp, W_s, G4, 1, Z + t * G4, ldz, split)
+        # gates = act(Z[:, t] + b) in place; c_t, h_t: one fused sweep
+        gates_forward(Z + t * G4, ldz, b, cp, ldp, Cs + t * H, Hs + t * H, TH, N, H,
+                      forget_gate)
+        if lengths != NULL:
+            for n in range(N):
+                if t >= lengths[n]:     # ended: carry h and c (t >= 1 as lengths >= 1)
+                    row = n * <Py_ssize_t> TH + t * H
+                    memcpy(Hs + row, Hs + row - H, H * sizeof(floating))
+                    memcpy(Cs + row, Cs + row - H, H * sizeof(floating))
+
+
+cdef void recur_backward(const floating *X, const floating *h0, const floating *c0,
+                         const floating *W_x, const floating *W_s, const floating *Hs,
+                         const floating *Cs, floating *Z, floating *dH, bint full_dH,
+                         const floating *dC, floating *dX, floating *dh0, floating *dc0,
+                         floating *dW_x, floating *dW_s, floating *db, floating *D,
+                         floating *dc, floating *W_sT, const int64_t *lengths,
+                         double *state_norms, double *cell_norms, bint split,
+                         int N, int T, int I, int H, bint forget_gate) noexcept nogil:
+    """Backpropagation through time.
+
+    On entry Z (N, T, 4H) holds the activated gates of recur_forward, dH (N, T, H)
+    dLoss/dHs from the output layer: at every step if full_dH, else only at the last step
+    (dH[:, :T-1] is then scratch); dC (N, T, H) dLoss/dCs from outside, or NULL (zeros).
+    On exit Z holds dZ_t = dLoss/dz_t and dH the total dLoss/dh_t. dX (N, T, I), dh0, dc0
+    (N, H) may be NULL (not wanted). D (N, 4H), dc (N, H), W_sT (4H, H) are scratch.
+    lengths: past a sequence's end dZ, dh and dc are zero (nothing there is scored).
+    state_norms, cell_norms (N, T) or NULL: receive ||dLoss/dh_t||, ||dLoss/dc_t||.
+    """
+    cdef int G4 = 4 * H, TH = T * H, NT = N * T
+    cdef int ldz = T * G4, ldp, t
+    cdef Py_ssize_t n, j, row
+    cdef floating beta = 1 if full_dH else 0
+    cdef const floating *cp
+    # An explicit W_s^T (4H, H), once: the per-step product is then a plain "NN" GEMM (see
+    # the Elman cell). A batch of one goes to GEMV, which reads W_s transposed for free.
+    if N > 1:
+        transpose(W_s, H, G4, W_sT)
+    memset(dc, 0, N * <Py_ssize_t> H * sizeof(floating))
+    for t in range(T - 1, -1, -1):
+        if t < T - 1:
+            # dH[:, t] (N, H) (+)= dZ[:, t+1] (N, 4H) @ W_s^T (4H, H)
+            if N > 1:
+                gemm_step(N, H, G4, Z + (t + 1) * G4, ldz, W_sT, H, beta, dH + t * H, TH,
+                          split)
+            else:
+                gemm(False, True, 1, H, G4, 1, Z + (t + 1) * G4, ldz, W_s, G4, beta,
+                     dH + t * H, TH)
+        if lengths != NULL:
+            for n in range(N):
+                if t >= lengths[n]:     # ended: no gradient reaches or leaves this step
+                    memset(dH + n * <Py_ssize_t> TH + t * H, 0, H * sizeof(floating))
+        if dC != NULL:
+            # dc (N, H) += dC[:, t]: the gradient reaching c_t from outside
+            for n in range(N):
+                if lengths == NULL or t < lengths[n]:
+                    row = n * <Py_ssize_t> TH + t * H
+                    for j in range(H):
+                        dc[n * H + j] += dC[row + j]
+        if state_norms != NULL:             # dH[:, t] is the total dLoss/dh_t here
+            row_norms(dH + t * H, N, H, TH, state_norms + t, T)
+        cp, ldp = (c0, H) if t == 0 else (Cs + (t - 1) * H, TH)
+        # dZ[:, t] from the gates, dh_t and dc_t (in place); dc <- dc_t * f_t
+        gates_backward(Z + t * G4, ldz, dH + t * H, TH, dc, cp, ldp, Cs + t * H, TH,
+                       cell_norms + t if cell_norms != NULL else NULL, T, N, H, forget_gate)
+        if lengths != NULL:
+            for n in range(N):
+                if t >= lengths[n]:
+                    memset(Z + n * <Py_ssize_t> ldz + t * G4, 0, G4 * sizeof(floating))
+                    memset(dc + n * H, 0, H * sizeof(floating))
+
+    # Weight gradients: one GEMM over all N*T rows each (the "merged" form).
+    # dW_x (I, 4H) = X^T (I, N*T) @ dZ (N*T, 4H)
+    gemm(True, False, I, G4, NT, 1, X, I, Z, G4, 0, dW_x, G4)
+    # db (4H,) = dZ.sum over all rows
+    colsum(Z, NT, G4, G4, db)
+    # dW_s (H, 4H) = sum_t h_{t-1}^T (H, N) @ dZ_t (N, 4H), h_{-1} = h0: one GEMM
+    prev_state_gemm(Hs, h0, Z, G4, D, dW_s, G4, N, T, H, G4)
+    if dh0 != NULL:
+        # dh0 (N, H) = dZ[:, 0] (N, 4H) @ W_s^T (4H, H)
+        gemm(False, True, N, H, G4, 1, Z, ldz, W_s, G4, 0, dh0, H)
+    if dc0 != NULL:
+        # dc0 = dLoss/dc_0 * f_0, the carry the loop left
+        memcpy(dc0, dc, N * <Py_ssize_t> H * sizeof(floating))
+    if dX != NULL:
+        # dX (N*T, I) = dZ (N*T, 4H) @ W_x^T (4H, I)
+        gemm(False, True, NT, I, G4, 1, Z, G4, W_x, G4, 0, dX, I)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole computations, on one bundle of pointers. The precision is picked by the type of the
+# states pointer passed alongside (every other array has the same dtype).
+
+ctypedef struct Net:
+    const void *X       # (N, T, I)
+    const void *h0      # (N, H)
+    const void *c0      # (N, H)
+    const void *W_x     # (I, 4H)
+    const void *W_s     # (H, 4H)
+    const void *b       # (4H,)
+    Head head           # the output layer, its targets and its gradients (fastrnn._head)
+    void *Cs            # (N, T, H) cell states
+    void *Z             # (N, T, 4H) gates, then their gradients
+    void *dH            # (N, T, H) dLoss/dHs, then the total dLoss/dh
+    const void *dC      # (N, T, H) dLoss/dCs from outside, or NULL
+    void *D             # (N, 4H) scratch
+    void *dc            # (N, H) scratch: the carried dLoss/dc
+    void *W_sT          # (4H, H) scratch
+    const int64_t *lengths  # (N,) valid steps per sequence, or NULL (all T)
+    double *state_norms # (N, T) ||dLoss/dh[n, t]||, or NULL
+    double *cell_norms  # (N, T) ||dLoss/dc[n, t]||, or NULL
+    bint split          # split the per-step products into column blocks (see gemm_step)
+    void *dX
+    void *dh0
+    void *dc0
+    void *dW_x
+    void *dW_s
+    void *db
+    int N, T, In, H     # In = I (a C macro of that name comes with complex.h)
+    bint forget_gate
+
+
+cdef void net_forward(Net *n, floating *Hs, bint project) noexcept nogil:
+    recur_forward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.c0,
+                  <const floating *> n.W_x, <const floating *> n.W_s, <const floating *> n.b,
+                  Hs, <floating *> n.Cs, <floating *> n.Z, n.lengths, n.split, project,
+                  n.N, n.T, n.In, n.H, n.forget_gate)
+
+
+cdef void net_backward(Net *n, const floating *Hs, bint full_dH) noexcept nogil:
+    recur_backward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.c0,
+                   <const floating *> n.W_x, <const floating *> n.W_s, Hs,
+                   <const floating *> n.Cs, <floating *> n.Z, <floating *> n.dH, full_dH,
+                   <const floating *> n.dC, <floating *> n.dX, <floating *> n.dh0,
+                   <floating *> n.dc0, <floating *> n.dW_x, <floating *> n.dW_s,
+                   <floating *> n.db, <floating *> n.D, <floating *> n.dc,
+                   <floating *> n.W_sT, n.lengths, n.state_norms, n.cell_norms, n.split,
+                   n.N, n.T, n.In, n.H, n.forget_gate)
+
+
+cdef double net_loss_and_grad(Net *n, floating *Hs) noexcept nogil:
+    net_forward(n, Hs, True)
+    cdef double loss = head_loss_and_grad(&n.head, <const floating *> Hs, <floating *> n.dH,
+                                          <floating *> n.D, n.lengths, n.N, n.T, n.H)
+    net_backward(n, Hs, not n.head.last or n.lengths != NULL)
+    return loss
+
+
+cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x,
+                  cnp.ndarray W_s, cnp.ndarray b, bint forget_gate, lengths):
+    """The Net for these arrays; lengths: None or a validated int64 (N,) array."""
+    cdef Net n
+    memset(&n, 0, sizeof(Net))
+    n.X, n.h0, n.c0 = data(X), data(h0), data(c0)
+    n.W_x, n.W_s, n.b = data(W_x), data(W_s), data(b)
+    n.N, n.T, n.In, n.H = X.shape[0], X.shape[1], X.shape[2], W_s.shape[0]
+    n.forget_gate = forget_gate
+    if lengths is not None:
+        n.lengths = <const int64_t *> data(lengths)
+    # Column-split mid-sized per-step products under one BLAS thread (see gemm_step).
+    cdef double step_work = <double> n.N * n.H * 4 * n.H
+    n.split = 1e6 < step_work <= 8e6 and scipy_blas_threads() == 1
+    return n
+
+
+# ---------------------------------------------------------------------------------------------
+# Python-facing functions: same signatures as fastrnn.cells.lstm. Arguments are validated
+# (fastrnn._validate): C-contiguous ndarrays of one float dtype, consistent shapes.
+
+def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x, cnp.ndarray W_s,
+            cnp.ndarray b, bint forget_gate, lengths=None):
+    """(Hs, Cs), each (N, T, H): the hidden and cell states of every step."""
+    cdef Net n = make_net(X, h0, c0, W_x, W_s, b, forget_gate, lengths)
+    dt = X.dtype
+    cdef cnp.ndarray Hs = np.empty((n.N, n.T, n.H), dt)
+    Cs, Z = np.empty((n.N, n.T, n.H), dt), np.empty((n.N, n.T, 4 * n.H), dt)
+    n.Cs, n.Z = data(Cs), data(Z)
+    cdef void *Hp = data(Hs)
+    if is_float32(X):
+        with nogil:
+            net_forward(&n, <float *> Hp, True)
+    else:
+        with nogil:
+            net_forward(&n, <double *> Hp, True)
+    return Hs, Cs
+
+
+def predict(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x, cnp.ndarray W_s,
+            cnp.ndarray b, cnp.ndarray W_y, cnp.ndarray b_y, bint forget_gate, str output,
+            lengths=None):
+    """(Y (N, T, O), Hs (N, T, H), Cs (N, T, H)): outputs (softmax probabilities if output
+    is "softmax") and the states."""
+    cdef Net n = make_net(X, h0, c0, W_x, W_s, b, forget_gate, lengths)
+    head_setup(&n.head, None, W_y, b_y, output, "sequence", None, n.N, n.T, None)
+    dt = X.dtype
+    cdef cnp.ndarray Hs = np.empty((n.N, n.T, n.H), dt)
+    Cs, Z = np.empty((n.N, n.T, n.H), dt), np.empty((n.N, n.T, 4 * n.H), dt)
+    Y = np.empty((n.N, n.T, n.head.O), dt)
+    n.Cs, n.Z, n.head.Z = data(Cs), data(Z), data(Y)
+    cdef void *Hp = data(Hs)
+    if is_float32(X):
+        with nogil:
+            net_forward(&n, <float *> Hp, True)
+            head_predict(&n.head, <const float *> Hp, n.N * n.T, n.H)
+    else:
+        with nogil:
+            net_forward(&n, <double *> Hp, True)
+            head_predict(&n.head, <const double *> Hp, n.N * n.T, n.H)
+    return Y, Hs, Cs
+
+
+def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x, cnp.ndarray W_s,
+             cnp.ndarray b, cnp.ndarray Hs, cnp.ndarray Cs, cnp.ndarray dHs, cnp.ndarray dCs,
+             bint forget_gate, lengths=None):
+    """BPTT gradients {"X", "h0", "c0", "W_x", "W_s", "b"} given the states Hs, Cs of
+    forward() and dHs, dCs (N, T, H), dLoss/dHs and dLoss/dCs from outside the recurrence.
+    The gates are recomputed from X and the given states; past a sequence's end dHs and dCs
+    are ignored."""
+    cdef Net n = make_net(X, h0, c0, W_x, W_s, b, forget_gate, lengths)
+    dt = X.dtype
+    cdef int N = n.N, T = n.T, H = n.H, I = n.In
+    grads = {"X": np.empty_like(X), "h0": np.empty((N, H), dt), "c0": np.empty((N, H), dt),
+             "W_x": np.empty((I, 4 * H), dt), "W_s": np.empty((H, 4 * H), dt),
+             "b": np.empty(4 * H, dt)}
+    Z, Hs2, Cs2 = np.empty((N, T, 4 * H), dt), np.empty((N, T, H), dt), np.empty((N, T, H), dt)
+    dH = dHs.copy()                                     # becomes the total dLoss/dh
+    D, dc = np.empty((N, 4 * H), dt), np.empty((N, H), dt)
+    W_sT = np.empty(4 * H * H if N > 1 else 1, dt)
+    n.Z, n.dH, n.dC, n.D, n.dc, n.W_sT = data(Z), data(dH), data(dCs), data(D), data(dc), data(W_sT)
+    n.dX, n.dh0, n.dc0 = data(grads["X"]), data(grads["h0"]), data(grads["c0"])
+    n.dW_x, n.dW_s, n.db = data(grads["W_x"]), data(grads["W_s"]), data(grads["b"])
+    cdef void *Hp = data(Hs)
+    cdef void *Cp = data(Cs)
+    cdef void *Hp2 = data(Hs2)
+    cdef void *Cp2 = data(Cs2)
+    # Recompute the gates of every step from the given states: Z = X W_x + h_{t-1} W_s, then
+    # the fused kernel (its new states go to scratch; the given ones are the h_{t-1}, c_{t-1})
+    n.Cs = Cp2
+    cdef int t, G4 = 4 * H
+    if is_float32(X):
+        with nogil:
+            gemm(False, False, N * T, G4, I, 1, <const float *> n.X, I,
+                 <const float *> n.W_x, G4, 0, <float *> n.Z, G4)
+            for t in range(T):
+                recompute_gates(&n, <const float *> Hp, <const float *> Cp, <float *> Hp2, t)
+            n.Cs = Cp
+            net_backward(&n, <const float *> Hp, True)
+    else:
+        with nogil:
+            gemm(False, False, N * T, G4, I, 1, <const double *> n.X, I,
+                 <const double *> n.W_x, G4, 0, <double *> n.Z, G4)
+            for t in range(T):
+                recompute_gates(&n, <const double *> Hp, <const double *> Cp, <double *> Hp2, t)
+            n.Cs = Cp
+            net_backward(&n, <const double *> Hp, True)
+    return grads
+
+
+cdef void recompute_gates(Net *n, const floating *Hs, const floating *Cs, floating *scratch_H,
+                          int t) noexcept nogil:
+    """Z[:, t] <- the activated gates of step t, from the given h_{t-1}, c_{t-1} (the new
+    c_t and h_t go to the scratch arrays n.Cs and scratch_H)."""
+    cdef int H = n.H, G4 = 4 * n.H, T = n.T, TH = n.T * n.H
+    cdef floating *Z = <floating *> n.Z + t * G4
+    cdef const floating *hp = <const floating *> n.h0 if t == 0 else Hs + (t - 1) * H
+    cdef const floating *cp = <const floating *> n.c0 if t == 0 else Cs + (t - 1) * H
+    cdef int ldp = H if t == 0 else TH
+    # Z[:, t] (N, 4H) += h_{t-1} (N, H) @ W_s (H, 4H)
+    gemm(False, False, n.N, G4, H, 1, hp, ldp, <const floating *> n.W_s, G4, 1, Z, T * G4)
+    gates_forward(Z, T * G4, <const floating *> n.b, cp, ldp, <floating *> n.Cs + t * H,
+                  scratch_H + t * H, TH, n.N, H, n.forget_gate)
+
+
+def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray c0,
+                  cnp.ndarray W_x, cnp.ndarray W_s, cnp.ndarray b, cnp.ndarray W_y,
+                  cnp.ndarray b_y, bint forget_gate, str output, str target, bint input_grads,
+                  lengths=None, bint return_state=False, bint state_grad_norms=False):
+    """(loss, grads): the mean loss and its gradient for every parameter, in one pass.
+
+    Y: real targets (N, T, O) / (N, O) for output "linear", int64 labels (N, T) / (N,) for
+    "softmax"; target "sequence" scores every step, "last" only the last one. grads has
+    "W_x", "W_s", "b", "W_y", "b_y", and "X", "h0", "c0" too if input_grads. With
+    return_state, returns (loss, grads, (h_last, c_last)). With state_grad_norms,
+    grads["state_grad_norms"] and grads["cell_grad_norms"] (N, T) float64 hold
+    ||dLoss/dh[n, t]|| and ||dLoss/dc[n, t]||.
+    """
+    cdef Net n = make_net(X, h0, c0, W_x, W_s, b, forget_gate, lengths)
+    dt = X.dtype
+    cdef int N = n.N, T = n.T, H = n.H
+    grads = {"W_x": np.empty((n.In, 4 * H), dt), "W_s": np.empty((H, 4 * H), dt),
+             "b": np.empty(4 * H, dt)}
+    valid = head_setup(&n.head, Y, W_y, b_y, output, target, lengths, N, T, grads)
+    cdef cnp.ndarray Hs
+    Hs, Cs, Z, dH, Zh, D, dc, W_sT = workspace(dt, (
+        (N, T, H), (N, T, H), (N, T, 4 * H), (N, T, H), (N if n.head.last else N * T, n.head.O),
+        (N, 4 * H), (N, H), (4 * H * H if N > 1 else 1,)))
+    n.Cs, n.Z, n.dH, n.head.Z = data(Cs), data(Z), data(dH), data(Zh)
+    n.D, n.dc, n.W_sT = data(D), data(dc), data(W_sT)
+    n.dW_x, n.dW_s, n.db = data(grads["W_x"]), data(grads["W_s"]), data(grads["b"])
+    if input_grads:
+        grads["X"] = np.empty_like(X)
+        grads["h0"], grads["c0"] = np.empty((N, H), dt), np.empty((N, H), dt)
+        n.dX, n.dh0, n.dc0 = data(grads["X"]), data(grads["h0"]), data(grads["c0"])
+    if state_grad_norms:
+        grads["state_grad_norms"] = np.empty((N, T), np.float64)
+        grads["cell_grad_norms"] = np.empty((N, T), np.float64)
+        n.state_norms = <double *> data(grads["state_grad_norms"])
+        n.cell_norms = <double *> data(grads["cell_grad_norms"])
+    cdef void *Hp = data(Hs)
+    cdef double loss
+    if is_float32(X):
+        with nogil:
+            loss = net_loss_and_grad(&n, <float *> Hp)
+    else:
+        with nogil:
+            loss = net_loss_and_grad(&n, <double *> Hp)
+    if return_state:
+        return loss, grads, (Hs[:, T - 1].copy(), Cs[:, T - 1].copy())
+    return loss, grads
