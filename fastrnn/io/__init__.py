@@ -51,7 +51,7 @@ def save(model, path, metadata=None):
     file is removed. (Only a process killed mid-save can leave a temporary
     ".<name>.*.tmp" file behind; path itself is still the old or the new model.)
     """
-    schema.check_model(model)
+    schema.model_class(model)
     path = _path(path)
     arrays, hyper = schema.model_arrays(model)
     schema.check_json(metadata, "metadata")

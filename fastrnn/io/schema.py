@@ -67,33 +67,32 @@ class Layout:
 # ---------------------------------------------------------------------------------------------
 # writing
 
-def check_model(model):
-    """TypeError unless model is an instance of a registered model class (one load can
-    build again)."""
-    classes = tuple(MODELS.values())
-    if not isinstance(model, classes):
-        names = ", ".join(f"fastrnn.{c.__name__}" for c in classes)
-        raise TypeError(f"model must be a fastrnn model ({names}); got "
-                        f"{type(model).__name__}")
+def model_class(model):
+    """The registered model class (fastrnn.model.MODELS) that load builds for model; a
+    TypeError unless model is an instance of one (with that class's cell)."""
+    for cls in MODELS.values():
+        if isinstance(model, cls) and type(model).cell is cls.cell:
+            return cls
+    names = ", ".join(f"fastrnn.{c.__name__}" for c in MODELS.values())
+    raise TypeError(f"model must be a fastrnn model ({names}); got {type(model).__name__}")
 
 
 def model_arrays(model):
     """({name: C-contiguous native array} in the model's param_names order, hyperparameters
     as stored), re-validated: the attributes are public and may have been changed since
     construction, and the file must be one load accepts."""
-    check_model(model)
+    cls = model_class(model)
     dt = _validate.float_dtype(model.dtype, "model.dtype")
-    hyper = {"cell": model.cell.name}
+    hyper = {"cell": cls.cell.name}
     hyper.update(model.hyperparameters())
     hyper = {k: v.item() if isinstance(v, np.generic) else v for k, v in hyper.items()}
-    hyper["dtype"] = dt.name
     hyper["seed"] = _json_seed(model.seed)
     model._weights()                                  # keys and shapes, with model's message
     arrays = {name: _validate.float_array(model.params[name], f"model.params[{name!r}]",
                                           str(shape), dt, dtype_of="the model")
               for name, shape in model.param_shapes().items()}
-    # The model class must accept these hyperparameters back (load calls from_params).
-    rebuilt = type(model).from_params(arrays, **_model_kwargs(hyper))
+    # The class load builds must accept these hyperparameters back (with from_params).
+    rebuilt = cls.from_params(arrays, **_model_kwargs(hyper))
     check_json(hyper, "the model's hyperparameters")
     return {k: arrays[k] for k in rebuilt.param_names}, hyper
 

@@ -52,7 +52,7 @@ def to_torch_state_dict(model, rnn_prefix="rnn.", linear_prefix="linear."):
     torch.softmax(..., dim=-1) to get model.forward's probabilities. Only activations
     "tanh" and "relu" exist in nn.RNN.
     """
-    schema.check_model(model)
+    schema.model_class(model)
     _prefix(rnn_prefix, "rnn_prefix")
     _prefix(linear_prefix, "linear_prefix")
     spec = model.cell
