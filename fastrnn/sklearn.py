@@ -1,11 +1,13 @@
-"""scikit-learn estimators: ElmanRegressor and ElmanClassifier.
+"""scikit-learn estimators: ElmanRegressor and ElmanClassifier, for every cell.
 
     from fastrnn.sklearn import ElmanClassifier
-    clf = ElmanClassifier().fit(X_train, y_train)      # X (n_samples, n_timesteps, n_features)
-    clf.score(X_test, y_test)
+    clf = ElmanClassifier(cell="lstm").fit(X_train, y_train)   # X (n_samples, n_timesteps,
+    clf.score(X_test, y_test)                                  #    n_features)
 
-Both estimators wrap an ElmanRNN (fitted model in ``model_``) trained with ElmanRNN.fit; their
-hyperparameters carry the names of ElmanRNN's and fit's arguments. Inputs:
+Both estimators wrap a fastrnn model (fastrnn.ElmanRNN, LSTM or GRU by the `cell`
+hyperparameter; the fitted model in ``model_``) trained with its fit; their hyperparameters
+carry the names of the model's and fit's arguments. RNNRegressor and RNNClassifier are the
+same classes under cell-neutral names. Inputs:
 
 - X of shape (n_samples, n_timesteps, n_features): one sequence per sample;
 - X of shape (n_samples, n_timesteps): univariate sequences, read as X[..., None], so the
@@ -16,6 +18,7 @@ X is converted to the model's dtype (float32 by default); NaN/inf, complex and s
 are refused. scikit-learn is an optional dependency of fastrnn: this module imports it, the
 rest of fastrnn does not.
 """
+import inspect
 import numbers
 import warnings
 
@@ -29,14 +32,16 @@ from sklearn.utils.validation import (check_array, check_consistent_length, chec
                                       column_or_1d, validate_data)
 
 from . import _validate
-from .model import ElmanRNN
+from .model import MODELS
 from .optim import CosineLR, Optimizer, make_optimizer
 from .train import EarlyStopping
 
-__all__ = ["ElmanRegressor", "ElmanClassifier"]
+__all__ = ["ElmanRegressor", "ElmanClassifier", "RNNRegressor", "RNNClassifier"]
 
 _SEED_MAX = np.iinfo(np.int32).max
 _LR_SCHEDULES = ("cosine", "constant")
+# hyperparameters of the Elman cell only, with their defaults
+_CELL_SPECIFIC = {"activation": "tanh", "spectral_radius": None}
 
 
 class _ElmanBase(BaseEstimator):
@@ -48,7 +53,7 @@ class _ElmanBase(BaseEstimator):
                  spectral_radius=None, epochs=50, batch_size=32, optimizer="adam", lr=3e-3,
                  lr_schedule="cosine", clip_norm=5.0, tbptt=None, dtype="float32",
                  backend="cython", random_state=None, warm_start=False, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, verbose=False):
+                 validation_fraction=0.1, n_iter_no_change=10, verbose=False, cell="elman"):
         self.hidden_size = hidden_size
         self.activation = activation
         self.init = init
@@ -68,6 +73,7 @@ class _ElmanBase(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
         self.verbose = verbose
+        self.cell = cell
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -138,19 +144,36 @@ class _ElmanBase(BaseEstimator):
         alike)."""
         return int(np.random.SeedSequence([self._model_seed, n_done]).generate_state(1)[0])
 
+    def _cell_hyperparameters(self):
+        """The hyperparameters only some cells take ({name: value}), for the model class of
+        self.cell; one set away from its default for a cell without it is an error."""
+        cls = MODELS[_validate.choice(self.cell, "cell", tuple(MODELS))]
+        accepted = inspect.signature(cls).parameters
+        kwargs = {}
+        for name, default in _CELL_SPECIFIC.items():
+            value = getattr(self, name)
+            if name in accepted:
+                kwargs[name] = value
+            elif value != default:
+                raise ValueError(f"{name}={value!r} applies to the Elman cell only; this "
+                                 f"estimator has cell={self.cell!r}")
+        return cls, kwargs
+
     def _new_model(self, n_inputs, n_outputs):
+        cls, kwargs = self._cell_hyperparameters()
         self._model_seed = int(check_random_state(self.random_state).randint(_SEED_MAX))
-        return ElmanRNN(n_inputs, self.hidden_size, n_outputs, activation=self.activation,
-                        output=self._output, dtype=self.dtype, seed=self._model_seed,
-                        backend=self.backend, init=self.init,
-                        spectral_radius=self.spectral_radius)
+        return cls(n_inputs, self.hidden_size, n_outputs, output=self._output,
+                   dtype=self.dtype, seed=self._model_seed, backend=self.backend,
+                   init=self.init, **kwargs)
 
     def _check_warm_model(self, n_inputs, n_outputs):
         """The fitted model_, if it can go on training with the current hyperparameters."""
         m = self.model_
+        self._cell_hyperparameters()
         changed = [f"{name} ({old!r} -> {new!r})" for name, old, new in (
+            ("cell", m.cell.name, self.cell),
             ("hidden_size", m.hidden_size, self.hidden_size),
-            ("activation", m.activation, self.activation),
+            ("activation", getattr(m, "activation", "tanh"), self.activation),
             ("dtype", m.dtype, _validate.float_dtype(self.dtype)),
             ("number of input features", m.input_size, n_inputs),
             ("number of outputs", m.output_size, n_outputs)) if old != new]
@@ -290,10 +313,13 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
     n_iter_no_change : int, default=10
     verbose : bool, default=False
         Show a progress bar during fit.
+    cell : {"elman", "lstm", "gru"}, default="elman"
+        The recurrent cell: fastrnn.ElmanRNN, fastrnn.LSTM (forget-gate bias 1) or
+        fastrnn.GRU. activation and spectral_radius apply to the Elman cell only.
 
     Attributes
     ----------
-    model_ : fastrnn.ElmanRNN
+    model_ : fastrnn.ElmanRNN, fastrnn.LSTM or fastrnn.GRU
         The fitted network (it predicts standardised targets: see y_mean_, y_scale_).
     history_ : fastrnn.History
         Per-epoch records of the last fit or partial_fit call.
@@ -315,7 +341,7 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
                  lr_schedule="cosine", clip_norm=5.0, tbptt=None, target="last",
                  dtype="float32", backend="cython", random_state=None, warm_start=False,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
-                 verbose=False):
+                 verbose=False, cell="elman"):
         super().__init__(hidden_size=hidden_size, activation=activation, init=init,
                          spectral_radius=spectral_radius, epochs=epochs,
                          batch_size=batch_size, optimizer=optimizer, lr=lr,
@@ -323,7 +349,7 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
                          dtype=dtype, backend=backend, random_state=random_state,
                          warm_start=warm_start, early_stopping=early_stopping,
                          validation_fraction=validation_fraction,
-                         n_iter_no_change=n_iter_no_change, verbose=verbose)
+                         n_iter_no_change=n_iter_no_change, verbose=verbose, cell=cell)
         self.target = target
 
     def __sklearn_tags__(self):
@@ -407,7 +433,7 @@ class ElmanClassifier(ClassifierMixin, _ElmanBase):
     ----------
     hidden_size, activation, init, spectral_radius, epochs, batch_size, optimizer, lr,
     lr_schedule, clip_norm, tbptt, dtype, backend, random_state, warm_start, early_stopping,
-    validation_fraction, n_iter_no_change, verbose
+    validation_fraction, n_iter_no_change, verbose, cell
         As for ElmanRegressor. With warm_start, y may only hold classes seen before.
 
     Attributes
@@ -479,3 +505,8 @@ class ElmanClassifier(ClassifierMixin, _ElmanBase):
         """The most probable class of each sequence, (n_samples,)."""
         P = self.predict_proba(X)
         return self.classes_[np.argmax(P, axis=1)]
+
+
+# Cell-neutral names for the same estimators (cell="lstm" reads better on these).
+RNNRegressor = ElmanRegressor
+RNNClassifier = ElmanClassifier

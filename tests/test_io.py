@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 
 import fastrnn
+import fastrnn.init
+import fastrnn.model
 from fastrnn import io as fio
-from fastrnn.model import PARAM_NAMES
+from fastrnn.cells import CellSpec, Weight
+from fastrnn.model import PARAM_NAMES, RecurrentModel
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,10 +166,10 @@ def test_file_contents(tmp_path):
         for k in PARAM_NAMES:
             np.testing.assert_array_equal(z[k], m.params[k])
             assert z[k].dtype == np.float32
-    assert meta["format"] == "fastrnn.ElmanRNN" and meta["format_version"] == 1
+    assert meta["format"] == "fastrnn.ElmanRNN" and meta["format_version"] == 2
     assert meta["fastrnn_version"] == fastrnn.__version__
     assert meta["hyperparameters"] == {
-        "input_size": 3, "hidden_size": 5, "output_size": 4, "activation": "tanh",
+        "cell": "elman", "input_size": 3, "hidden_size": 5, "output_size": 4, "activation": "tanh",
         "output": "softmax", "dtype": "float32", "backend": "cython", "seed": 1}
     assert meta["param_shapes"] == {"W_x": [3, 5], "W_s": [5, 5], "b": [5], "W_y": [5, 4],
                                     "b_y": [4]}
@@ -445,11 +448,11 @@ def test_missing_file_and_directory(tmp_path):
 
 def test_newer_format_version(tmp_path):
     path, m, meta, arrays = saved(tmp_path)
-    meta["format_version"] = 2
+    meta["format_version"] = 3
     write_npz(path, meta, arrays)
-    msg = expect_invalid(path, "format_version 2")
-    assert "format_version 1" in msg and "upgrade" in msg.lower(), msg
-    assert fio.read_metadata(path)["format_version"] == 2     # inspectable
+    msg = expect_invalid(path, "format_version 3")
+    assert "format_version 2" in msg and "upgrade" in msg.lower(), msg
+    assert fio.read_metadata(path)["format_version"] == 3     # inspectable
 
 
 @pytest.mark.parametrize("version", [0, -1, "1", 1.0, True, None])
@@ -811,3 +814,159 @@ def test_bad_from_torch_arguments():
     s["linear.bias"] = np.zeros(2, np.int32)
     with pytest.raises(TypeError, match="float"):
         fio.from_torch_state_dict(s, dtype="float64")
+
+
+# ---------------------------------------------------------------------------------------------
+# Built without a random initialisation; any registered cell
+
+def test_load_does_not_initialise(tmp_path, monkeypatch):
+    """load and from_torch_state_dict build the model with from_params: no random
+    initialisation to overwrite (twice the time and the peak memory of a large model)."""
+    path, m, _, _ = saved(tmp_path)
+
+    def no_init(*args, **kwargs):
+        raise AssertionError("the random initialisation ran")
+    monkeypatch.setattr(fastrnn.init, "init_params", no_init)
+    monkeypatch.setattr(fastrnn.model, "init_params", no_init)
+    with pytest.raises(AssertionError, match="initialisation"):
+        fastrnn.ElmanRNN(2, 3, 2)                    # the patch does bite
+    m2 = fio.load(path)
+    assert_same_model(m, m2)
+    assert m2.init is None
+    assert_same_model(m2, fio.load(path, backend="numpy"))
+    fio.from_torch_state_dict(_np_state())
+
+
+def _fake_cell(name, mode, bias, gates, options=()):
+    """A model class for a gated cell whose spec is all that io reads (its backends are the
+    Elman cell's modules, never called here)."""
+    weights = (Weight("W_x", "I", gates), Weight("W_s", "H", gates), Weight("b", None, gates))
+    if bias == "separate":
+        weights += (Weight("b_s", None, gates),)
+    spec = CellSpec(name=name, gates=tuple("abcd"[:gates]), states=("h",), weights=weights,
+                    options=options, torch_mode=mode, torch_bias=bias, buffers_per_step=1,
+                    numpy_module="fastrnn.cells.elman", compiled_module="fastrnn.cells._elman")
+
+    class Model(RecurrentModel):
+        cell = spec
+
+    Model.__name__ = f"Fake{mode}"
+    return Model
+
+
+@pytest.fixture
+def fake_cells(monkeypatch):
+    """Model classes of an LSTM-like (summed biases, a forget_gate option) and a GRU-like
+    (separate biases) cell, registered in fastrnn.model.MODELS."""
+    lstm = _fake_cell("fake_lstm", "LSTM", "sum", 4, options=("forget_gate",))
+    gru = _fake_cell("fake_gru", "GRU", "separate", 3)
+    for cls in (lstm, gru):
+        monkeypatch.setitem(fastrnn.model.MODELS, cls.cell.name, cls)
+    return lstm, gru
+
+
+def _fake_model(cls, I=3, H=4, O=2, dtype="float64", seed=0, **options):
+    rng = np.random.default_rng(seed)
+    shapes = cls.cell.weight_shapes(I, H)
+    shapes.update({"W_y": (H, O), "b_y": (O,)})
+    params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    return cls.from_params(params, input_size=I, hidden_size=H, output_size=O,
+                           output="linear", dtype=dtype, seed=seed, backend="numpy", **options)
+
+
+def test_any_cell_round_trip(tmp_path, fake_cells):
+    """The file records the cell and its options; load builds that cell's class, with the
+    parameters its spec names."""
+    lstm, gru = fake_cells
+    for m in (_fake_model(lstm, forget_gate=False), _fake_model(gru, dtype="float32")):
+        path = tmp_path / f"{m.cell.name}.npz"
+        fio.save(m, path)
+        meta = fio.read_metadata(path)
+        assert meta["format_version"] == 2
+        assert meta["hyperparameters"] == {"cell": m.cell.name, **m.hyperparameters()}
+        assert meta["param_shapes"] == {k: list(s) for k, s in m.param_shapes().items()}
+        m2 = fio.load(path)
+        assert type(m2) is type(m) and m2.hyperparameters() == m.hyperparameters()
+        assert list(m2.params) == list(m.param_names)
+        for k in m.param_names:
+            np.testing.assert_array_equal(m2.params[k], m.params[k])
+    # the stored shapes are checked against the ones the class computes
+    m = _fake_model(gru)
+    path = tmp_path / "gru.npz"
+    fio.save(m, path)
+    meta = fio.read_metadata(path)
+    arrays = dict(m.params)
+    meta["param_shapes"]["b_s"] = [4]                        # not 3H
+    write_npz(path, meta, arrays)
+    expect_invalid(path, "param_shapes")
+    meta["param_shapes"].pop("b_s")
+    write_npz(path, meta, {k: a for k, a in arrays.items() if k != "b_s"})
+    expect_invalid(path, "param_shapes")
+    meta = fio.read_metadata(tmp_path / "fake_lstm.npz")
+    arrays = dict(fio.load(tmp_path / "fake_lstm.npz").params)
+    del meta["hyperparameters"]["forget_gate"]
+    meta["hyperparameters"]["cell"] = "fake_gru"             # another cell's layout
+    write_npz(path, meta, arrays)
+    expect_invalid(path, "param_shapes")
+    meta["hyperparameters"]["cell"] = "transformer"
+    write_npz(path, meta, arrays)
+    expect_invalid(path, "unknown cell 'transformer'")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_conversion_of_any_cell(fake_cells, dtype):
+    """The mapping onto torch.nn.LSTM / GRU state dicts comes from the spec alone: weights
+    transposed with their gate blocks in place; "sum" cells fold bias_hh into b, "separate"
+    cells keep it as b_s."""
+    torch = pytest.importorskip("torch")
+    lstm, gru = fake_cells
+    tdt = torch.float32 if dtype == "float32" else torch.float64
+    torch.manual_seed(0)
+    X = torch.from_numpy(np.random.default_rng(1).standard_normal((2, 5, 3)).astype(dtype))
+    for cls, module in ((lstm, torch.nn.LSTM), (gru, torch.nn.GRU)):
+        rnn = module(3, 4, batch_first=True).to(tdt)
+        lin = torch.nn.Linear(4, 2).to(tdt)
+        state = {**{"rnn." + k: v for k, v in rnn.state_dict().items()},
+                 **{"linear." + k: v for k, v in lin.state_dict().items()}}
+        sd = {k: v.detach().numpy() for k, v in state.items()}
+        m = fio.from_torch_state_dict(state, cell=cls.cell.name, backend="numpy")
+        assert type(m) is cls and m.dtype == np.dtype(dtype)
+        assert (m.input_size, m.hidden_size, m.output_size) == (3, 4, 2)
+        np.testing.assert_array_equal(m.params["W_x"], sd["rnn.weight_ih_l0"].T)
+        np.testing.assert_array_equal(m.params["W_s"], sd["rnn.weight_hh_l0"].T)
+        np.testing.assert_array_equal(m.params["W_y"], sd["linear.weight"].T)
+        np.testing.assert_array_equal(m.params["b_y"], sd["linear.bias"])
+        for p in m.params.values():
+            for v in sd.values():
+                assert not np.shares_memory(p, v)
+        if cls is gru:
+            np.testing.assert_array_equal(m.params["b"], sd["rnn.bias_ih_l0"])
+            np.testing.assert_array_equal(m.params["b_s"], sd["rnn.bias_hh_l0"])
+        else:
+            assert m.forget_gate is True
+            b = (sd["rnn.bias_ih_l0"].astype(np.float64) + sd["rnn.bias_hh_l0"]).astype(dtype)
+            np.testing.assert_array_equal(m.params["b"], b)
+        back = fio.to_torch_state_dict(m)
+        assert set(back) == set(sd)
+        for k, v in back.items():
+            assert v.dtype == np.dtype(dtype) and v.flags.c_contiguous and v.shape == \
+                sd[k].shape, k
+            if cls is gru or "bias_" not in k:
+                np.testing.assert_array_equal(v, sd[k], err_msg=k)
+        rnn2 = module(3, 4, batch_first=True).to(tdt)
+        rnn2.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in back.items()
+                              if k.startswith("rnn.")}, strict=True)
+        with torch.no_grad():
+            _assert_close(rnn2(X)[0].numpy(), rnn(X)[0].numpy(), dtype)
+    with pytest.raises(ValueError, match="forget_gate"):
+        fio.to_torch_state_dict(_fake_model(lstm, forget_gate=False))
+    with pytest.raises(ValueError, match="activation"):
+        fio.from_torch_state_dict(state, activation="relu", cell="fake_gru")
+    with pytest.raises(ValueError, match="1-layer"):
+        fio.from_torch_state_dict({**state, "rnn.weight_ih_l1": state["rnn.weight_ih_l0"]},
+                                  cell="fake_gru")
+    bad = dict(sd, **{"rnn.weight_ih_l0": sd["rnn.weight_ih_l0"][:-1]})
+    with pytest.raises(ValueError, match="3H"):
+        fio.from_torch_state_dict(bad, cell="fake_gru")
+    with pytest.raises(ValueError, match="cell"):
+        fio.from_torch_state_dict(sd, cell="transformer")

@@ -42,6 +42,38 @@ def test_sklearn_compatible(estimator, check):
     check(estimator)
 
 
+@parametrize_with_checks([
+    ElmanRegressor(cell="lstm"),
+    ElmanClassifier(cell="lstm"),
+    ElmanRegressor(cell="gru"),
+    ElmanClassifier(cell="gru"),
+    ElmanRegressor(cell="lstm", dtype="float64", backend="numpy", early_stopping=True),
+    ElmanClassifier(cell="gru", dtype="float64", backend="numpy", batch_size=7,
+                    init="glorot"),
+])
+def test_sklearn_compatible_gated_cells(estimator, check):
+    """Every estimator check passes for the LSTM and GRU cells too."""
+    check(estimator)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_gated_cells_learn_and_refuse_elman_options(cell):
+    X, y = running_sum(n=200, T=8)
+    reg = ElmanRegressor(cell=cell, epochs=30, random_state=0).fit(X, y)
+    assert type(reg.model_).__name__ == cell.upper() and reg.model_.cell.name == cell
+    assert reg.score(X, y) > 0.9
+    with pytest.raises(ValueError, match="activation='relu' applies to the Elman cell only"):
+        ElmanRegressor(cell=cell, activation="relu").fit(X, y)
+    with pytest.raises(ValueError, match="spectral_radius=0.9 applies to the Elman cell"):
+        ElmanClassifier(cell=cell, spectral_radius=0.9).fit(X, y > 1000)
+    with pytest.raises(ValueError, match="^cell must be one of 'elman', 'lstm', 'gru'"):
+        ElmanRegressor(cell="rnn").fit(X, y)
+    warm = ElmanRegressor(cell=cell, epochs=2, warm_start=True, random_state=0).fit(X, y)
+    warm.set_params(cell="elman")
+    with pytest.raises(ValueError, match=r"cell \('%s' -> 'elman'\)" % cell):
+        warm.fit(X, y)
+
+
 # ---------------------------------------------------------------------------------------------
 # data
 
