@@ -1,6 +1,6 @@
 """How the format_version 1 files in this folder were made: with fastrnn 0.1.0 (the last
 release that wrote format 1), `python make_files.py` in this folder. tests/test_io_v1.py loads
-them with today's fastrnn (tests/test_io_v1.py) and checks every parameter and the outputs recorded here."""
+them with today's fastrnn and checks every parameter and the outputs recorded here."""
 import numpy as np
 
 import fastrnn
