@@ -40,6 +40,9 @@ __all__ = ["ElmanRegressor", "ElmanClassifier", "RNNRegressor", "RNNClassifier"]
 
 _SEED_MAX = np.iinfo(np.int32).max
 _LR_SCHEDULES = ("cosine", "constant")
+# lr="auto": Adam's rate for each cell. The gated cells learn slower at the Elman cell's rate
+# (scikit-learn's regression check, 50 epochs: R^2 0.62 for the LSTM at 3e-3, 0.99 at 1e-2).
+_AUTO_LR = {"elman": 3e-3, "lstm": 1e-2, "gru": 1e-2}
 # hyperparameters of the Elman cell only, with their defaults
 _CELL_SPECIFIC = {"activation": "tanh", "spectral_radius": None}
 
@@ -50,7 +53,7 @@ class _ElmanBase(BaseEstimator):
     _output = None            # "linear" or "softmax", set by the subclasses
 
     def __init__(self, hidden_size=32, activation="tanh", init="orthogonal",
-                 spectral_radius=None, epochs=50, batch_size=32, optimizer="adam", lr=3e-3,
+                 spectral_radius=None, epochs=50, batch_size=32, optimizer="adam", lr="auto",
                  lr_schedule="cosine", clip_norm=5.0, tbptt=None, dtype="float32",
                  backend="cython", random_state=None, warm_start=False, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, verbose=False, cell="elman"):
@@ -138,6 +141,12 @@ class _ElmanBase(BaseEstimator):
                                  f"{vf!r}")
             _validate.positive_int(self.n_iter_no_change, "n_iter_no_change")
 
+    def _lr(self):
+        """The learning rate: lr, or for lr="auto" the default of the cell."""
+        if isinstance(self.lr, str) and self.lr == "auto":
+            return _AUTO_LR[self.cell]
+        return self.lr
+
     def _seed(self, n_done):
         """The shuffling seed of a training call after n_done epochs: fixed by the model's
         seed, different for each call (so successive partial_fit calls do not all shuffle
@@ -195,7 +204,7 @@ class _ElmanBase(BaseEstimator):
             optimizer = previous                    # partial_fit: keep the optimizer state
         else:
             cosine = self.lr_schedule == "cosine" and not incremental
-            optimizer = make_optimizer(self.optimizer, model.params, self.lr,
+            optimizer = make_optimizer(self.optimizer, model.params, self._lr(),
                                        schedule=CosineLR(epochs) if cosine else None)
             if incremental and previous is not None and type(previous) is type(optimizer):
                 # partial_fit after a fit with a schedule: keep its state (momenta), at
@@ -283,8 +292,9 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
     batch_size : int, default=32
     optimizer : {"adam", "rmsprop", "adagrad", "sgd"} or fastrnn.optim.Optimizer subclass,
             default="adam"
-    lr : float or None, default=3e-3
-        Learning rate (None: the optimizer's own default).
+    lr : float, None or "auto", default="auto"
+        Learning rate: "auto" is 3e-3 for the Elman cell and 1e-2 for the LSTM and GRU
+        (whose gates learn slower at the smaller rate); None: the optimizer's own default.
     lr_schedule : {"cosine", "constant"}, default="cosine"
         "cosine": fit anneals the learning rate from lr towards 0 over its epochs
         (fastrnn.optim.CosineLR), which lets a fairly high lr converge without late
@@ -337,7 +347,7 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
     _output = "linear"
 
     def __init__(self, hidden_size=32, activation="tanh", init="orthogonal",
-                 spectral_radius=None, epochs=50, batch_size=32, optimizer="adam", lr=3e-3,
+                 spectral_radius=None, epochs=50, batch_size=32, optimizer="adam", lr="auto",
                  lr_schedule="cosine", clip_norm=5.0, tbptt=None, target="last",
                  dtype="float32", backend="cython", random_state=None, warm_start=False,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,

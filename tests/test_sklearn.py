@@ -358,7 +358,7 @@ def test_partial_fit_reduces_the_loss_and_keeps_the_optimizer():
     for _ in range(14):
         reg.partial_fit(X, y)
     assert reg.model_ is model and reg.model_.optimizer_ is opt
-    assert opt.steps == 15 * steps and opt.lr == reg.lr             # constant lr
+    assert opt.steps == 15 * steps and opt.lr == reg._lr()           # constant lr
     assert reg.n_iter_ == 15 and len(reg.loss_curve_) == 15 and len(reg.history_) == 1
     assert reg.loss_curve_[-1] < 0.3 * reg.loss_curve_[0]
     assert reg.score(X, y) > 0.6
@@ -382,7 +382,7 @@ def test_partial_fit_after_fit_continues():
     model = reg.model_
     reg.partial_fit(X, y)
     assert reg.model_ is model and reg.n_iter_ == 21
-    assert reg.model_.optimizer_.lr == reg.lr and reg.model_.optimizer_.steps > 0
+    assert reg.model_.optimizer_.lr == reg._lr() and reg.model_.optimizer_.steps > 0
     assert reg.score(X, y) > before - 0.1
     # the scaling of y from the first fit is kept
     assert reg.y_mean_[0] == pytest.approx(y.mean())
