@@ -19,16 +19,22 @@ from .init import spectral_radius
 MAX_DERIVATIVE = {"tanh": 1.0, "sigmoid": 0.25, "relu": 1.0, "identity": 1.0}
 
 
-def gradient_flow(model, X, Y, target="last", lengths=None, h0=None):
-    """flow (T,): flow[k] is the batch mean of the per-sequence L2 norm of dLoss/ds_{T-1-k},
+def gradient_flow(model, X, Y, target="last", lengths=None, h0=None, state="h"):
+    """flow (T,): flow[k] is the batch mean of the per-sequence L2 norm of dLoss/dh_{T-1-k},
     the gradient of the loss (as loss_and_grad returns it) reaching the state k steps before
-    the end, through every path. Read off during the one backward pass.
+    the end, through every path. Read off during the one backward pass, for every cell.
 
     With target="last" only the last step is scored, so flow[k] is the error signal after
     travelling k steps back: on a log scale, its slope is the vanishing (or exploding) rate.
+    state="c" (LSTM only): the same for the cell state, ||dLoss/dc_{T-1-k}||, the constant
+    error carousel of Hochreiter & Schmidhuber.
     """
+    if state not in model.cell.states:
+        raise ValueError(f"state must be one of {model.cell.states} for the {model.cell.name} "
+                         f"cell; got {state!r}")
     _, grads = model.loss_and_grad(X, Y, h0, target, lengths=lengths, state_grad_norms=True)
-    return grads["state_grad_norms"].mean(axis=0)[::-1].copy()
+    key = "state_grad_norms" if state == "h" else "cell_grad_norms"
+    return grads[key].mean(axis=0)[::-1].copy()
 
 
 def largest_singular_value(W):
@@ -36,9 +42,16 @@ def largest_singular_value(W):
     return float(np.linalg.norm(np.asarray(W, dtype=np.float64), 2))
 
 
+def _elman_only(model, what):
+    if not hasattr(model, "activation"):
+        raise ValueError(f"{what} is the Elman cell's bound (max|phi'| ||W_s||)^k; the "
+                         f"{model.cell.name} cell's step Jacobian depends on its gates")
+
+
 def jacobian_bound(model, k):
     """Upper bound (max|phi'| * ||W_s||_2)^k on the norm of a product of k step Jacobians
-    ds_t/ds_{t-1} = diag(phi'(a_t)) W_s^T; k may be an array."""
+    ds_t/ds_{t-1} = diag(phi'(a_t)) W_s^T of an Elman network; k may be an array."""
+    _elman_only(model, "jacobian_bound")
     W_s = model.params[model.cell.recurrent_weight]
     gamma = MAX_DERIVATIVE[model.activation] * largest_singular_value(W_s)
     return gamma ** np.asarray(k, dtype=np.float64)
@@ -46,7 +59,8 @@ def jacobian_bound(model, k):
 
 def recurrence_summary(model):
     """dict: spectral radius and largest singular value of W_s, max|phi'|, and their product
-    gamma, the per-step factor of the Jacobian bound."""
+    gamma, the per-step factor of the Jacobian bound (Elman networks)."""
+    _elman_only(model, "recurrence_summary")
     W_s = model.params[model.cell.recurrent_weight]
     sigma = largest_singular_value(W_s)
     return {"spectral_radius": spectral_radius(W_s), "largest_singular_value": sigma,

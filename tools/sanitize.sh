@@ -5,12 +5,12 @@
 #
 # What it does, without touching the repository or any installed Python:
 #   1. copies the working tree (tracked and untracked-but-not-ignored files, so no build/,
-#      *.so or generated fastrnn/_elman.c) to a temporary directory;
+#      *.so or generated fastrnn/**/*.c) to a temporary directory;
 #   2. makes a fresh venv there and runs `pip install ".[test]"` with FASTRNN_DEBUG=1
 #      (pip's isolated build inherits the environment, so setup.py sees it): Cython
 #      boundscheck/wraparound/initializedcheck, C at -O1 -g -fsanitize=address,undefined.
-#      The install log is checked: both _elman.c and csrc/elman_kernels.c must have been
-#      compiled with -fsanitize=address,undefined, and the installed extension must link
+#      The install log is checked: every Cython-generated and csrc/ C file must have been
+#      compiled with -fsanitize=address,undefined, and every installed extension must link
 #      libasan and libubsan. torch (for the agreement tests) is installed as in .ci/run if
 #      this machine can (FASTRNN_SANITIZE_TORCH=0 skips it; its tests then skip);
 #   3. runs `pytest tests -q -x` from the copy's root (the `pytest` script does not put the
@@ -76,7 +76,7 @@ else
         | while IFS= read -r -d '' f; do [[ -e "$f" ]] && printf '%s\0' "$f"; done \
         | tar --null -T - -cf -) | tar -xf - -C "$SRC" || die "copying the repository"
 fi
-for f in "$SRC"/fastrnn/*.c "$SRC"/fastrnn/*.so; do
+for f in "$SRC"/fastrnn/*.c "$SRC"/fastrnn/*.so "$SRC"/fastrnn/*/*.c "$SRC"/fastrnn/*/*.so; do
     [[ -e "$f" ]] && die "stale build artefact copied: $f"
 done
 
@@ -93,7 +93,10 @@ VPY="$VENV/bin/python"
 ) >"$WORK/install.log" 2>&1 || { tail -40 "$WORK/install.log"; die "pip install (see above)"; }
 
 # Every C file must have been compiled (not reused) with the sanitizer flags.
-for c in fastrnn/_elman.c csrc/elman_kernels.c; do
+# The compiled modules (one per cell, plus the shared head) and their C sources.
+MODULES=(fastrnn._head fastrnn.cells._elman fastrnn.cells._lstm fastrnn.cells._gru)
+for c in fastrnn/_head.c fastrnn/cells/_elman.c fastrnn/cells/_lstm.c fastrnn/cells/_gru.c \
+         csrc/fr_kernels.c csrc/fr_gates.c; do
     line="$(grep -E "(gcc|cc|clang).* -c [^ ]*$c" "$WORK/install.log" | tail -1)"
     [[ -n "$line" ]] || die "no compile line for $c in the install log"
     for flag in -fsanitize=address,undefined -O1 -g; do
@@ -101,13 +104,15 @@ for c in fastrnn/_elman.c csrc/elman_kernels.c; do
     done
     echo "compiled with sanitizers: $c"
 done
-SO="$(cd / && LD_PRELOAD="$LIBASAN:$LIBUBSAN" ASAN_OPTIONS=detect_leaks=0 "$VPY" -c 'import fastrnn._elman as m; print(m.__file__)')" \
-    || die "the installed fastrnn._elman does not import"
-case "$SO" in "$VENV"/*) ;; *) die "fastrnn._elman comes from $SO, not the venv";; esac
-deps="$(ldd "$SO")"
-[[ "$deps" == *libasan* ]] || die "$SO does not link libasan"
-[[ "$deps" == *libubsan* ]] || die "$SO does not link libubsan"
-echo "extension: $SO (links libasan, libubsan)"
+for mod in "${MODULES[@]}"; do
+    SO="$(cd / && LD_PRELOAD="$LIBASAN:$LIBUBSAN" ASAN_OPTIONS=detect_leaks=0 "$VPY" -c "import $mod as m; print(m.__file__)")" \
+        || die "the installed $mod does not import"
+    case "$SO" in "$VENV"/*) ;; *) die "$mod comes from $SO, not the venv";; esac
+    deps="$(ldd "$SO")"
+    [[ "$deps" == *libasan* ]] || die "$SO does not link libasan"
+    [[ "$deps" == *libubsan* ]] || die "$SO does not link libubsan"
+    echo "extension: $SO (links libasan, libubsan)"
+done
 
 if [[ "${FASTRNN_SANITIZE_TORCH:-1}" != 0 ]]; then
     # As in .ci/run: the CPU build where this machine has it; the torch tests skip if not.
@@ -155,7 +160,7 @@ say "canaries: the sanitizers must catch a planted overflow and a misaligned loa
 cat >"$WORK/canary.py" <<'PYEOF'
 import ctypes, sys
 import numpy as np
-import fastrnn._elman as m
+import fastrnn._head as m
 lib = ctypes.CDLL(m.__file__)
 if sys.argv[1] == "asan":      # fr_colsum_f64 over 11 rows of a 10-element array
     f = lib.fr_colsum_f64

@@ -30,8 +30,8 @@ T0=$SECONDS
 command -v valgrind >/dev/null || { echo "valgrind.sh: valgrind not installed (apt-get install valgrind)"; exit 2; }
 
 # The extension that will be checked: importable, and not the sanitizer build.
-SO="$(cd / && "$PY" -c 'import fastrnn._elman as m; print(m.__file__)' 2>&1)" \
-    || { echo "valgrind.sh: fastrnn._elman does not import: $SO"; exit 2; }
+SO="$(cd / && "$PY" -c 'import fastrnn._head as m; print(m.__file__)' 2>&1)" \
+    || { echo "valgrind.sh: fastrnn._head does not import: $SO"; exit 2; }
 deps="$(ldd "$SO")"
 if [[ "$deps" == *libasan* ]]; then
     echo "valgrind.sh: $SO is an ASan (FASTRNN_DEBUG=1) build; valgrind needs a normal build"
@@ -40,8 +40,8 @@ fi
 
 # An in-place (editable) build older than its sources would check yesterday's code.
 src_dir="$(dirname "$SO")"
-for f in "$src_dir/_elman.pyx" "$src_dir/_blas.pxd" "$src_dir/_kernels.pxd" \
-         "$src_dir/../csrc/elman_kernels.c"; do
+for f in "$src_dir"/_head.pyx "$src_dir"/*.pxd "$src_dir"/cells/_*.pyx "$src_dir"/cells/*.pxd \
+         "$src_dir"/../csrc/*.c "$src_dir"/../csrc/*.h; do
     if [[ -f "$f" && "$f" -nt "$SO" ]]; then
         echo "valgrind.sh: WARNING: $f is newer than $SO: rebuild (pip install -e .) first"
     fi
@@ -73,7 +73,7 @@ summary="$(grep -E "ERROR SUMMARY" "$LOG" | tail -1 | sed 's/^==[0-9]*== //')"
 nerr="$(sed -nE 's/.*ERROR SUMMARY: ([0-9]+) errors.*/\1/p' <<<"$summary")"
 # Errors whose stack passes through fastrnn's own code (the Cython module or C kernels).
 ours="$(awk '/^==[0-9]+== (Invalid|Conditional|Use of uninit|Syscall|Mismatched|Source and dest)/{e=1; hit=0}
-             e && /(_elman|elman_kernels|fr_[a-z_]+_f(32|64))/{hit=1}
+             e && /(fastrnn|_head|_elman|_lstm|_gru|fr_[a-z_]+_f(32|64))/{hit=1}
              e && /^==[0-9]+== $/{if (hit) n++; e=0}
              END{print n+0}' "$LOG")"
 if [[ "${nerr:-x}" != 0 ]]; then

@@ -24,7 +24,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import fastrnn
-from fastrnn import _elman
+from fastrnn import _head as _elman
 from fastrnn.activations import apply_
 
 ACTIVATIONS = ("identity", "tanh", "relu", "sigmoid")
