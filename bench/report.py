@@ -1,8 +1,9 @@
-"""Benchmark report: fastrnn's Cython core against the NumPy reference and PyTorch.
+"""Benchmark report: fastrnn's Cython core against its NumPy twin, PyTorch and JAX, for
+every cell.
 
-    python bench/report.py                   # the whole grid, 1 and 2 threads, float32
+    python bench/report.py                   # the whole grid, every cell, 1 and 2 threads
     python bench/report.py --quick           # fewer repeats, no large config, no sweeps
-    python bench/report.py --configs small med --threads 1 --dtype float64
+    python bench/report.py --configs small med --threads 1 --dtype float64 --cells lstm
 
 Everything is measured in this one process, implementations alternating in blocks (each
 block first runs untimed for a moment, so the previous library's idle BLAS/OpenMP threads
@@ -85,46 +86,54 @@ def peak_memory(f):
     return peak
 
 
-def minimum_memory(N, T, I, H, O, itemsize):
-    """What one loss_and_grad must hold: states S and their gradients (N, T, H) each, the
-    outputs (N, T, O), and the parameter gradients."""
-    n_params = I * H + H * H + H + H * O + O
-    return (2 * N * T * H + N * T * O + n_params) * itemsize
+def minimum_memory(N, T, I, H, O, itemsize, cell="elman"):
+    """What one loss_and_grad must hold: the states and gate activations the backward pass
+    reads (N, T, H) each (Elman: S; LSTM: h, c and 4 gates; GRU: h, 3 gates and s_n), the
+    states' gradients (N, T, H), the outputs (N, T, O), and the parameter gradients."""
+    spec = fastrnn.cells.get_cell(cell)
+    shapes = spec.weight_shapes(I, H)
+    n_params = sum(int(np.prod(s)) for s in shapes.values()) + H * O + O
+    return ((spec.buffers_per_step + 1) * N * T * H + N * T * O + n_params) * itemsize
 
 
-def run_grid(configs, threads_list, dtype, rounds, peak, kind="loss_and_grad"):
+def run_grid(configs, threads_list, dtype, rounds, peak, kind="loss_and_grad",
+             cells=("elman",), jax_too=True):
     rows = []
     flops_of = workloads.loss_and_grad_flops if kind == "loss_and_grad" else \
         workloads.forward_flops
-    for name in configs:
-        dims = workloads.CONFIGS[name]
-        impls = workloads.implementations(*dims, dtype=dtype, kind=kind)
-        big = name == "large"
-        for threads in threads_list:
-            with set_threads(threads):
-                t = measure(impls, rounds if not big else max(2, rounds // 2),
-                            warmup_s=0.0 if big else 0.15, min_calls=1 if big else 3)
-            flops = flops_of(*dims)
-            for impl, sec in t.items():
-                rows.append({
-                    "kind": kind, "config": name, "dims": dims, "dtype": dtype,
-                    "threads": threads, "impl": impl, "median_s": sec,
-                    "vs_numpy": t["numpy"] / sec, "vs_torch": t["torch"] / sec
-                    if "torch" in t else None,
-                    "gflops": flops / sec / 1e9,
-                    "pct_peak": 100 * flops / sec / 1e9 / peak[threads],
-                })
-            print_rows(rows[-len(t):])
+    for cell in cells:
+        for name in configs:
+            dims = workloads.CONFIGS[name]
+            impls = workloads.implementations(*dims, dtype=dtype, kind=kind, cell=cell,
+                                              jax_too=jax_too and dtype == "float32")
+            big = name == "large"
+            for threads in threads_list:
+                with set_threads(threads):
+                    t = measure(impls, rounds if not big else max(2, rounds // 2),
+                                warmup_s=0.0 if big else 0.15, min_calls=1 if big else 3)
+                flops = flops_of(*dims, cell=cell)
+                for impl, sec in t.items():
+                    rows.append({
+                        "kind": kind, "cell": cell, "config": name, "dims": dims,
+                        "dtype": dtype, "threads": threads, "impl": impl, "median_s": sec,
+                        "vs_numpy": t["numpy"] / sec,
+                        "vs_torch": t["torch"] / sec if "torch" in t else None,
+                        "vs_jax": t["jax"] / sec if "jax" in t else None,
+                        "gflops": flops / sec / 1e9,
+                        "pct_peak": 100 * flops / sec / 1e9 / peak[threads],
+                    })
+                print_rows(rows[-len(t):])
     return rows
 
 
 def print_rows(rows):
     for r in rows:
-        vs_t = f"{r['vs_torch']:7.2f}x" if r["vs_torch"] is not None else "      -"
-        print(f"{r['kind'][:4]:4} {r['config']:6} {r['dtype']:7} thr={r['threads']} "
-              f"{r['impl']:7} {r['median_s'] * 1e3:10.3f} ms  vs numpy {r['vs_numpy']:6.2f}x"
-              f"  vs torch {vs_t}  {r['gflops']:7.1f} GFLOP/s  {r['pct_peak']:5.1f}% peak",
-              flush=True)
+        vs = {k: f"{r[k]:7.2f}x" if r[k] is not None else "      -"
+              for k in ("vs_torch", "vs_jax")}
+        print(f"{r['kind'][:4]:4} {r['cell']:5} {r['config']:6} {r['dtype']:7} "
+              f"thr={r['threads']} {r['impl']:7} {r['median_s'] * 1e3:10.3f} ms  vs numpy "
+              f"{r['vs_numpy']:6.2f}x  vs torch {vs['vs_torch']}  vs jax {vs['vs_jax']}  "
+              f"{r['gflops']:7.1f} GFLOP/s  {r['pct_peak']:5.1f}% peak", flush=True)
 
 
 def sweep(param, values, base, dtype, rounds, threads=1):
@@ -148,19 +157,21 @@ def sweep(param, values, base, dtype, rounds, threads=1):
     return out
 
 
-def memory_rows(configs, dtype):
+def memory_rows(configs, dtype, cells=("elman",)):
     out = []
-    for name in configs:
-        dims = workloads.CONFIGS[name]
-        impls = workloads.implementations(*dims, dtype=dtype, torch_too=False)
-        itemsize = np.dtype(dtype).itemsize
-        minimum = minimum_memory(*dims, itemsize)
-        for impl, f in impls.items():
-            peak = peak_memory(f)
-            out.append({"config": name, "impl": impl, "peak_bytes": peak,
-                        "min_bytes": minimum, "ratio": peak / minimum})
-            print(f"memory {name:6} {impl:7} peak {peak / 2**20:9.2f} MiB   minimum "
-                  f"{minimum / 2**20:9.2f} MiB   ratio {peak / minimum:5.2f}", flush=True)
+    for cell in cells:
+        for name in configs:
+            dims = workloads.CONFIGS[name]
+            impls = workloads.implementations(*dims, dtype=dtype, torch_too=False, cell=cell)
+            itemsize = np.dtype(dtype).itemsize
+            minimum = minimum_memory(*dims, itemsize, cell=cell)
+            for impl, f in impls.items():
+                peak = peak_memory(f)
+                out.append({"cell": cell, "config": name, "impl": impl, "peak_bytes": peak,
+                            "min_bytes": minimum, "ratio": peak / minimum})
+                print(f"memory {cell:5} {name:6} {impl:7} peak {peak / 2**20:9.2f} MiB   "
+                      f"minimum {minimum / 2**20:9.2f} MiB   ratio {peak / minimum:5.2f}",
+                      flush=True)
     return out
 
 
@@ -172,6 +183,9 @@ def main(argv=None):
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--dtype", nargs="+", default=["float32"],
                     choices=["float32", "float64"])
+    ap.add_argument("--cells", nargs="+", default=list(workloads.CELLS),
+                    choices=list(workloads.CELLS))
+    ap.add_argument("--no-jax", action="store_true", help="leave JAX out even if installed")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true",
                     help="3 rounds, no large config, no sweeps")
@@ -202,11 +216,13 @@ def main(argv=None):
                        for i in threadpool_info()],
               "peak_sgemm_gflops": peak, "rows": []}
     for dtype in args.dtype:
-        result["rows"] += run_grid(args.configs, args.threads, dtype, args.rounds, peak)
+        result["rows"] += run_grid(args.configs, args.threads, dtype, args.rounds, peak,
+                                   cells=args.cells, jax_too=not args.no_jax)
     fwd_configs = [c for c in ("tiny", "small") if c in args.configs]
     result["rows"] += run_grid(fwd_configs, [1], "float32", args.rounds, peak,
-                               kind="forward")
-    result["memory"] = memory_rows([c for c in args.configs if c != "large"], "float32")
+                               kind="forward", cells=args.cells, jax_too=not args.no_jax)
+    result["memory"] = memory_rows([c for c in args.configs if c != "large"], "float32",
+                                   cells=args.cells)
     if not args.no_sweeps:
         small = workloads.CONFIGS["small"]
         result["sweep_T"] = sweep("T", [10, 100, 1000, 10000], small, "float32",

@@ -2,7 +2,10 @@
 
 Each implementation is a zero-argument callable doing one full training-step computation:
 forward, linear output, MSE over every step, full BPTT gradients of every parameter
-(input gradients are not computed). The same weights and data are used by all of them.
+(input gradients are not computed), for one cell ("elman", "lstm", "gru"). The same weights
+and data are used by all of them: fastrnn's compiled backend ("cython"), its NumPy twin
+("numpy"), PyTorch (nn.RNN / nn.LSTM / nn.GRU + nn.Linear + mse_loss + backward(), when
+installed) and JAX (jax.lax.scan + jax.grad, jitted, when installed).
 """
 import numpy as np
 
@@ -15,82 +18,142 @@ CONFIGS = {
     "med": (64, 100, 128, 256, 32),
     "large": (128, 100, 512, 1024, 128),
 }
+CELLS = ("elman", "lstm", "gru")
+MODELS = {"elman": fastrnn.ElmanRNN, "lstm": fastrnn.LSTM, "gru": fastrnn.GRU}
+GATES = {"elman": 1, "lstm": 4, "gru": 3}
 
 
-def problem(N, T, I, H, O, dtype="float32", seed=0):
+def problem(N, T, I, H, O, dtype="float32", seed=0, cell="elman"):
     """(X, Y, model) with PyTorch-style initial weights."""
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((N, T, I)).astype(dtype)
     Y = rng.standard_normal((N, T, O)).astype(dtype)
-    model = fastrnn.ElmanRNN(I, H, O, dtype=dtype, seed=seed)
+    model = MODELS[cell](I, H, O, dtype=dtype, seed=seed)
     return X, Y, model
 
 
-def loss_and_grad_flops(N, T, I, H, O):
-    """Multiply-adds x 2 of one loss_and_grad: forward X W_x, S W_s, S W_y; backward
-    dZ W_y^T, dW_y, dA W_s^T, dW_x, dW_s."""
-    return 2 * N * T * (2 * I * H + 3 * H * H + 3 * H * O)
+def loss_and_grad_flops(N, T, I, H, O, cell="elman"):
+    """Multiply-adds x 2 of one loss_and_grad, G = the cell's gate blocks: forward X W_x,
+    h W_s, h W_y; backward dZ W_y^T, dW_y, dA W_s^T, dW_x, dW_s."""
+    G = GATES[cell]
+    return 2 * N * T * (2 * G * I * H + 3 * G * H * H + 3 * H * O)
 
 
-def forward_flops(N, T, I, H, O):
-    return 2 * N * T * (I * H + H * H + H * O)
+def forward_flops(N, T, I, H, O, cell="elman"):
+    G = GATES[cell]
+    return 2 * N * T * (G * I * H + G * H * H + H * O)
 
 
 def fastrnn_impl(X, Y, model, backend, kind="loss_and_grad"):
+    """One call of the functional core (validation included), as a user would call it."""
     p = model.params
-    args = (X, Y, None, p["W_x"], p["W_s"], p["b"], p["W_y"], p["b_y"])
+    weights = tuple(p[k] for k in model.cell.weight_names)
+    options = model._options()
     if kind == "loss_and_grad":
-        return lambda: fastrnn.elman_loss_and_grad(*args, backend=backend)
-    return lambda: fastrnn.elman_predict(X, None, p["W_x"], p["W_s"], p["b"], p["W_y"],
-                                         p["b_y"], backend=backend)
+        return lambda: fastrnn.cell_loss_and_grad(model.cell, X, Y, None, weights, p["W_y"],
+                                                  p["b_y"], options, backend=backend)
+    return lambda: fastrnn.cell_predict(model.cell, X, None, weights, p["W_y"], p["b_y"],
+                                        options, backend=backend)
 
 
 def torch_impl(X, Y, model, kind="loss_and_grad"):
-    """nn.RNN(tanh) + nn.Linear + mse_loss + backward() on the same weights, or None if torch
-    is not installed."""
+    """nn.RNN(tanh) / nn.LSTM / nn.GRU + nn.Linear + mse_loss + backward() on the same
+    weights, or None if torch is not installed."""
     try:
         import torch
     except ImportError:
         return None
-    p = model.params
     dtype = torch.float32 if X.dtype == np.float32 else torch.float64
-    I, H = p["W_x"].shape
-    O = p["W_y"].shape[1]
-    rnn = torch.nn.RNN(I, H, nonlinearity="tanh", batch_first=True).to(dtype)
-    lin = torch.nn.Linear(H, O).to(dtype)
-    with torch.no_grad():
-        rnn.weight_ih_l0.copy_(torch.from_numpy(p["W_x"].T.copy()))
-        rnn.weight_hh_l0.copy_(torch.from_numpy(p["W_s"].T.copy()))
-        rnn.bias_ih_l0.copy_(torch.from_numpy(p["b"]))
-        rnn.bias_hh_l0.zero_()
-        lin.weight.copy_(torch.from_numpy(p["W_y"].T.copy()))
-        lin.bias.copy_(torch.from_numpy(p["b_y"]))
+    I, H, O = model.input_size, model.hidden_size, model.output_size
+    module = {"elman": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[
+        model.cell.name]
+    net = torch.nn.Module()
+    net.rnn = module(I, H, batch_first=True).to(dtype)
+    net.linear = torch.nn.Linear(H, O).to(dtype)
+    net.load_state_dict({k: torch.from_numpy(v)
+                         for k, v in fastrnn.to_torch_state_dict(model).items()})
     Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
-    params = list(rnn.parameters()) + list(lin.parameters())
+    params = list(net.parameters())
 
     def loss_and_grad():
         for q in params:
             q.grad = None
-        out, _ = rnn(Xt)
-        loss = torch.nn.functional.mse_loss(lin(out), Yt)
+        out, _ = net.rnn(Xt)
+        loss = torch.nn.functional.mse_loss(net.linear(out), Yt)
         loss.backward()
         return loss.item()
 
     def forward():
         with torch.no_grad():
-            out, _ = rnn(Xt)
-            return lin(out)
+            out, _ = net.rnn(Xt)
+            return net.linear(out)
 
     return loss_and_grad if kind == "loss_and_grad" else forward
 
 
-def implementations(N, T, I, H, O, dtype="float32", kind="loss_and_grad", torch_too=True):
-    """{"cython": f, "numpy": f, "torch": f (if installed)} for one configuration."""
-    X, Y, model = problem(N, T, I, H, O, dtype)
+def jax_impl(X, Y, model, kind="loss_and_grad"):
+    """The same network in JAX: jax.lax.scan over time (time-major), jax.grad of the MSE,
+    jitted; or None if JAX is not installed. The call blocks until the result is ready."""
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    cell = model.cell.name
+    H = model.hidden_size
+    p = {k: jnp.asarray(v) for k, v in model.params.items()}
+    Xt, Yt = jnp.asarray(X.transpose(1, 0, 2)), jnp.asarray(Y.transpose(1, 0, 2))
+    N = X.shape[0]
+
+    def step(params, carry, x):
+        if cell == "elman":
+            h = jnp.tanh(x @ params["W_x"] + carry @ params["W_s"] + params["b"])
+            return h, h
+        if cell == "lstm":
+            h, c = carry
+            z = x @ params["W_x"] + h @ params["W_s"] + params["b"]
+            i, f, g, o = (z[:, k * H:(k + 1) * H] for k in range(4))
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), h
+        a = x @ params["W_x"] + params["b"]
+        s = carry @ params["W_s"] + params["b_s"]
+        r = jax.nn.sigmoid(a[:, :H] + s[:, :H])
+        z = jax.nn.sigmoid(a[:, H:2 * H] + s[:, H:2 * H])
+        n = jnp.tanh(a[:, 2 * H:] + r * s[:, 2 * H:])
+        h = (carry - n) * z + n
+        return h, h
+
+    zeros = jnp.zeros((N, H), X.dtype)
+    init = (zeros, zeros) if cell == "lstm" else zeros
+
+    def outputs(params):
+        _, hs = jax.lax.scan(lambda c, x: step(params, c, x), init, Xt)
+        return hs @ params["W_y"] + params["b_y"]
+
+    def loss(params):
+        return jnp.mean((outputs(params) - Yt) ** 2)
+
+    grad = jax.jit(jax.value_and_grad(loss))
+    fwd = jax.jit(outputs)
+    if kind == "loss_and_grad":
+        return lambda: jax.block_until_ready(grad(p))
+    return lambda: jax.block_until_ready(fwd(p))
+
+
+def implementations(N, T, I, H, O, dtype="float32", kind="loss_and_grad", torch_too=True,
+                    cell="elman", jax_too=False):
+    """{"cython": f, "numpy": f, "torch": f, "jax": f (those installed)} for one
+    configuration and cell."""
+    X, Y, model = problem(N, T, I, H, O, dtype, cell=cell)
     impls = {"cython": fastrnn_impl(X, Y, model, "cython", kind),
              "numpy": fastrnn_impl(X, Y, model, "numpy", kind)}
     if torch_too:
         t = torch_impl(X, Y, model, kind)
         if t is not None:
             impls["torch"] = t
+    if jax_too:
+        j = jax_impl(X, Y, model, kind)
+        if j is not None:
+            impls["jax"] = j
     return impls
