@@ -101,23 +101,28 @@ def jax_impl(X, Y, model, kind="loss_and_grad"):
         return None
     cell = model.cell.name
     H = model.hidden_size
-    p = {k: jnp.asarray(v) for k, v in model.params.items()}
+    # the cell's weights in its spec's order: W_x, W_s, b (and the GRU's b_s); then the head
+    weights = [jnp.asarray(model.params[k]) for k in model.cell.weight_names]
+    W_y, b_y = (jnp.asarray(model.params[k]) for k in ("W_y", "b_y"))
     Xt, Yt = jnp.asarray(X.transpose(1, 0, 2)), jnp.asarray(Y.transpose(1, 0, 2))
     N = X.shape[0]
 
-    def step(params, carry, x):
+    def step(w, carry, x):
         if cell == "elman":
-            h = jnp.tanh(x @ params["W_x"] + carry @ params["W_s"] + params["b"])
+            W_x, W_s, b = w
+            h = jnp.tanh(x @ W_x + carry @ W_s + b)
             return h, h
         if cell == "lstm":
+            W_x, W_s, b = w
             h, c = carry
-            z = x @ params["W_x"] + h @ params["W_s"] + params["b"]
+            z = x @ W_x + h @ W_s + b
             i, f, g, o = (z[:, k * H:(k + 1) * H] for k in range(4))
             c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
             h = jax.nn.sigmoid(o) * jnp.tanh(c)
             return (h, c), h
-        a = x @ params["W_x"] + params["b"]
-        s = carry @ params["W_s"] + params["b_s"]
+        W_x, W_s, b, b_s = w
+        a = x @ W_x + b
+        s = carry @ W_s + b_s
         r = jax.nn.sigmoid(a[:, :H] + s[:, :H])
         z = jax.nn.sigmoid(a[:, H:2 * H] + s[:, H:2 * H])
         n = jnp.tanh(a[:, 2 * H:] + r * s[:, 2 * H:])
@@ -128,17 +133,19 @@ def jax_impl(X, Y, model, kind="loss_and_grad"):
     init = (zeros, zeros) if cell == "lstm" else zeros
 
     def outputs(params):
-        _, hs = jax.lax.scan(lambda c, x: step(params, c, x), init, Xt)
-        return hs @ params["W_y"] + params["b_y"]
+        w, W_y, b_y = params
+        _, hs = jax.lax.scan(lambda c, x: step(w, c, x), init, Xt)
+        return hs @ W_y + b_y
 
     def loss(params):
         return jnp.mean((outputs(params) - Yt) ** 2)
 
     grad = jax.jit(jax.value_and_grad(loss))
     fwd = jax.jit(outputs)
+    params = (weights, W_y, b_y)
     if kind == "loss_and_grad":
-        return lambda: jax.block_until_ready(grad(p))
-    return lambda: jax.block_until_ready(fwd(p))
+        return lambda: jax.block_until_ready(grad(params))
+    return lambda: jax.block_until_ready(fwd(params))
 
 
 def implementations(N, T, I, H, O, dtype="float32", kind="loss_and_grad", torch_too=True,
