@@ -120,6 +120,10 @@ def float_array(x, name, dims, dtype=None, finish=True, dtype_of="X"):
     """
     ndim = _ndim(dims)
     if not isinstance(x, np.ndarray):
+        if isinstance(x, (list, tuple)) and x and isinstance(x[0], np.ndarray):
+            # a sequence of arrays becomes one array: as large as all of them together
+            memory(len(x) * x[0].nbytes, f"{name} (a {type(x).__name__} of arrays, converted "
+                                         f"to one array)")
         try:
             x = np.asarray(x)
         except (ValueError, TypeError) as exc:
@@ -183,7 +187,7 @@ def recurrence(cell, X, state0, weights, W_y=None, b_y=None, buffers=None, what=
     N, T, I = X.shape
     # The recurrent weight (H, G*H) fixes H; everything else is checked against it.
     rec = cell.recurrent_weight
-    weights = dict(zip(cell.weight_names, weights))
+    weights = dict(zip(cell.weight_names, arity(weights, cell.weight_names, "weights", cell)))
     for spec in cell.weights:
         if spec.name == rec:
             W_s = weights[rec] = float_array(weights[rec], rec, spec.dims, dt, finish=False)
@@ -199,7 +203,8 @@ def recurrence(cell, X, state0, weights, W_y=None, b_y=None, buffers=None, what=
             context = f"X {X.shape} and {rec} {W_s.shape}" if spec.rows == "I" else \
                 f"{rec} {W_s.shape}"
             expect_shape(w, name, spec.shape(I, H), spec.dims, context)
-    state0 = list(state0) if state0 is not None else [None] * len(cell.states)
+    state0 = (list(arity(state0, cell.state_args, "state0", cell)) if state0 is not None
+              else [None] * len(cell.states))
     for i, name in enumerate(cell.state_args):
         if state0[i] is not None:
             state0[i] = s = float_array(state0[i], name, "(N, H)", dt, finish=False)
@@ -236,6 +241,25 @@ def recurrence(cell, X, state0, weights, W_y=None, b_y=None, buffers=None, what=
     if W_y is None:
         return X, state0, weights
     return X, state0, weights, finished(W_y, "W_y"), finished(b_y, "b_y")
+
+
+def cell_option(name, value):
+    """A cell option's value checked: the Elman cell's activation, the LSTM's forget_gate."""
+    if name == "activation":
+        return choice(value, "activation", ACTIVATIONS)
+    if name == "forget_gate":
+        return boolean(value, "forget_gate")
+    raise ValueError(f"unknown cell option {name!r}")
+
+
+def arity(values, names, what, cell):
+    """values as a tuple with one entry per name (the cell's states or weights)."""
+    if not isinstance(values, (tuple, list)) or len(values) != len(names):
+        got = f"{len(values)} entries" if isinstance(values, (tuple, list)) else \
+            type(values).__name__
+        raise TypeError(f"{what} must be a tuple of {len(names)} arrays ({', '.join(names)}) "
+                        f"for the {cell.name} cell; got {got}")
+    return tuple(values)
 
 
 def output_layer(W_y, b_y, H, dt, finish=True):

@@ -34,12 +34,8 @@ def _options(cell, options):
     options = tuple(options)
     if len(options) != len(cell.options):
         raise TypeError(f"the {cell.name} cell takes options {cell.options}; got {options!r}")
-    for name, value in zip(cell.options, options):
-        if name == "activation":
-            _validate.choice(value, "activation", _validate.ACTIVATIONS)
-        elif name == "forget_gate":
-            _validate.boolean(value, "forget_gate")
-    return options
+    return tuple(_validate.cell_option(name, value) for name, value in zip(cell.options,
+                                                                            options))
 
 
 def cell_forward(cell, X, state0, weights, options=(), backend="cython", lengths=None):
@@ -70,10 +66,12 @@ def cell_backward(cell, X, state0, weights, states, dstates, options=(), backend
         buffers=lambda N, T, I, H, O: (cell.buffers_per_step + 2) * N * T * H + N * T * I)
     N, T, _ = X.shape
     H = weights[cell.weight_names.index(cell.recurrent_weight)].shape[0]
-    states = tuple(_validate.states(S, name, N, T, H, X.dtype)
-                   for S, name in zip(states, _state_arg_names(cell, "S")))
-    dstates = tuple(_validate.states(S, name, N, T, H, X.dtype)
-                    for S, name in zip(dstates, _state_arg_names(cell, "dS")))
+    states = tuple(_validate.states(S, name, N, T, H, X.dtype) for S, name in zip(
+        _validate.arity(states, _state_arg_names(cell, "S"), "states", cell),
+        _state_arg_names(cell, "S")))
+    dstates = tuple(_validate.states(S, name, N, T, H, X.dtype) for S, name in zip(
+        _validate.arity(dstates, _state_arg_names(cell, "dS"), "dstates", cell),
+        _state_arg_names(cell, "dS")))
     lengths = _validate.lengths(lengths, N, T)
     return be.backward(X, *state0, *weights, *states, *dstates, *options, lengths)
 

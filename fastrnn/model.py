@@ -41,9 +41,7 @@ class RecurrentModel:
         self.hidden_size = _validate.positive_int(hidden_size, "hidden_size")
         self.output_size = _validate.positive_int(output_size, "output_size")
         for name, value in options.items():
-            if name == "activation":
-                value = _validate.choice(value, "activation", _validate.ACTIVATIONS)
-            setattr(self, name, value)
+            setattr(self, name, _validate.cell_option(name, value))
         self.output = _validate.choice(output, "output", _validate.OUTPUTS)
         self.dtype = _validate.float_dtype(dtype)
         self.cell.backend(backend)                # fail now, not at the first forward
@@ -356,7 +354,6 @@ class LSTM(RecurrentModel):
     def __init__(self, input_size, hidden_size, output_size, output="linear",
                  dtype="float32", seed=0, backend="cython", init="uniform", forget_gate=True,
                  forget_bias=1.0, chrono=None):
-        forget_gate = _validate.boolean(forget_gate, "forget_gate")
         self.forget_bias, self.chrono = forget_bias, chrono
         super().__init__(input_size, hidden_size, output_size, {"forget_gate": forget_gate},
                          output=output, dtype=dtype, seed=seed, backend=backend, init=init,
