@@ -389,10 +389,6 @@ def test_schemes_apply_per_gate_block(cell, dtype):
         np.testing.assert_array_equal(q[name], p[name], err_msg=name)
 
 
-@pytest.mark.xfail(strict=True, reason="fastrnn.io.save/load support ElmanRNN only: "
-                   "LSTM.save raises TypeError 'model must be a fastrnn.ElmanRNN' "
-                   "(fastrnn/io.py save), though model.MODELS says fastrnn.load builds the "
-                   "right class")
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_save_load_round_trip(cell, tmp_path):
     m = make_model(cell, False, 3, 4, 2, output="softmax", dtype="float64", seed=3)

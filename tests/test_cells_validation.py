@@ -3,8 +3,6 @@ fastrnn.GRU, fastrnn.init.init_params for the gated cells): each raises the docu
 exception (TypeError for a wrong type or dtype, ValueError for a wrong shape or value,
 MemoryError for a request larger than available memory) with a message naming the
 argument, before any compiled code runs. Awkward but valid layouts give the clean result.
-
-Cases marked xfail(strict=True) are bugs in fastrnn/ found by these tests (see each reason).
 """
 from unittest import mock
 
@@ -242,16 +240,10 @@ def _flat(result):
     return [np.asarray(result)]
 
 
-# Bugs: the functional API does not check the number of states, weights, state sequences.
-
-ARITY_BUG = ("fastrnn/_validate.py recurrence() and fastrnn/functional.py cell_backward() do "
-             "not check the lengths of the state0 / weights / states / dstates tuples "
-             "against the cell: a short state0 raises IndexError, a short weights tuple "
-             "KeyError, extra entries are silently ignored, and mismatched state "
-             "sequences shift the backend's positional arguments")
+# The number of states, weights and state sequences must match the cell (these found bugs:
+# short tuples raised IndexError/KeyError, extra entries were silently ignored).
 
 
-@pytest.mark.xfail(strict=True, reason=ARITY_BUG)
 @pytest.mark.parametrize("func", FUNCS)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", ["lstm_one_state", "lstm_three_states", "gru_two_states",
@@ -274,7 +266,6 @@ def test_wrong_number_of_states_or_weights(case, backend, func):
         call(func, cell, p, backend, **kw)
 
 
-@pytest.mark.xfail(strict=True, reason=ARITY_BUG)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("which, n", [("states", 1), ("dstates", 1), ("states", 3),
                                       ("dstates", 3)])
@@ -334,11 +325,6 @@ def test_memory_error_before_allocating(cell, func):
                                            W_y, b_y, opts(cell))
 
 
-@pytest.mark.xfail(strict=True, reason="fastrnn/_validate.py float_array converts a "
-                   "non-ndarray argument with np.asarray before any size check: a GRU h0 "
-                   "given as a 1-tuple (the LSTM's form) around a huge broadcast view makes "
-                   "numpy try to allocate it ('Unable to allocate 8.00 PiB'); a merely large "
-                   "view would really be copied before the shape error")
 @pytest.mark.parametrize("method", ["forward", "loss_and_grad"])
 def test_gru_tuple_state_of_a_huge_view_is_not_converted(method):
     m, p = model_and_data("gru", dtype="float32")
@@ -557,10 +543,6 @@ def test_init_params_cell_options():
         init_params(3, 4, 2, cell="rnn")
 
 
-@pytest.mark.xfail(strict=True, reason="LSTM.from_params does not validate forget_gate "
-                   "(fastrnn/model.py RecurrentModel._configure checks only the "
-                   "'activation' option): forget_gate='x' is accepted and fails only at the "
-                   "first forward")
 @pytest.mark.parametrize("value", ["x", 1, None])
 def test_lstm_from_params_validates_forget_gate(value):
     m = fastrnn.LSTM(3, 4, 2)
