@@ -13,10 +13,16 @@
  *                is covered by 3-panel and 2-panel groups only;
  *       AVX2:    6 x 2 ymm (16 float / 8 double columns, one panel; 12 accumulators);
  *       portable C: one row x one panel, vectorised by the compiler for the baseline ISA.
- *   - Loops, outermost first: panel groups (the C column block), k-blocks of at most KC rows
- *     (so the group's B block, KC x 192 bytes = 24 KiB, stays in L1 while every row block of
- *     A streams past it from L2), row blocks of MR rows (balanced, so no tiny remainder).
- *     Later k-blocks accumulate into C (it is then an L1/L2-resident partial sum).
+ *     A tile with fewer than 8 accumulators (N = 1 or 2) keeps a second set for the odd k,
+ *     to cover the FMA latency.
+ *   - Loops, outermost first (BLIS's order, A in place of BLIS's packed A):
+ *       column blocks of C small enough to stay in L2 (N x ncb*W elements, <= 512 KiB),
+ *       k-blocks of at most KC = 128 rows (balanced): A's slab (N x kc, <= 128 KiB for
+ *         float32, N <= 256) comes from memory once per column block, then from L2,
+ *       panel groups: the group's B block (kc x 3 panels = 24 KiB) stays in L1 while every
+ *         row block of A streams past it,
+ *       row blocks of MR rows (balanced, so there is no tiny remainder): the micro-kernel.
+ *     Later k-blocks accumulate into C (then an L2-resident partial sum).
  *   - Column edges: the packed panels are zero-padded, so the micro-kernel always multiplies
  *     whole vectors and only masks C's loads and stores in the last group.
  * Compiled for each ISA with target attributes (no -march flags, so the extension runs on any
@@ -43,6 +49,11 @@
 #define FR_KC 128
 /* C's column block: N x (ncb panels) elements of at most this many bytes (half a Zen 4 L2). */
 #define FR_C_BLOCK_BYTES (512 * 1024)
+/* 1: software-prefetch the next k-block's slab of A into L2 (for K >> 128 with cold, far
+ * apart rows of A). Off until measured on a quiet machine. */
+#ifndef FR_PREFETCH_A
+#define FR_PREFETCH_A 0
+#endif
 
 /* ------------------------------------------------------------------------------------------ */
 /* Packing (plain C: it runs once per pass, O(K*M) against the pass's O(T*N*K*M)).           */
@@ -332,6 +343,14 @@ static TGT void gemm_##SFX(ptrdiff_t N, ptrdiff_t M, ptrdiff_t K, const T *A, pt
         for (ptrdiff_t k0 = 0; k0 < K; k0 += kcb) {                                           \
             const ptrdiff_t kc = K - k0 < kcb ? K - k0 : kcb;                                 \
             const int mode = k0 > 0 ? 2 : beta == 0 ? 0 : beta == 1 ? 2 : 1;                 \
+            if (FR_PREFETCH_A && k0 + kcb < K) {                                              \
+                /* the next k-block's slab of A, into L2: its rows are far apart (one time   \
+                 * step of a batch-first array), too short for the hardware prefetchers */    \
+                const ptrdiff_t kn = K - k0 - kcb < kcb ? K - k0 - kcb : kcb;                 \
+                for (ptrdiff_t i = 0; i < N; ++i)                                             \
+                    for (ptrdiff_t k = 0; k < kn; k += 64 / (ptrdiff_t)sizeof(T))             \
+                        __builtin_prefetch(A + i * lda + k0 + kcb + k, 0, 2);                 \
+            }                                                                                 \
             ptrdiff_t p0 = jb;                                                                \
             while (p0 < pend) {                                                               \
                 /* panels in this group: 3s, then 2+2 or one 2 (or a lone 1) if need be */    \
