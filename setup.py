@@ -46,5 +46,9 @@ extensions = [
     extension("fastrnn.cells._lstm", "fastrnn/cells/_lstm.pyx", "csrc/fr_gates.c"),
     extension("fastrnn.cells._gru", "fastrnn/cells/_gru.pyx", "csrc/fr_gates.c"),
 ]
+# Test/benchmark hook of the packed GEMM (csrc/fr_gemm.c): tests/test_gemm.py and
+# bench/gemm_kernel.py import it. Drop these lines (and fastrnn/_gemm_test.pyx) once the cells
+# link fr_gemm.c themselves and the tests reach it through them.
+extensions.append(extension("fastrnn._gemm_test", "fastrnn/_gemm_test.pyx", "csrc/fr_gemm.c"))
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives, include_path=["."]))
