@@ -41,10 +41,12 @@ def extension(name, pyx, *c_sources):
 
 
 extensions = [
-    extension("fastrnn._head", "fastrnn/_head.pyx"),            # output layer and losses
-    extension("fastrnn.cells._elman", "fastrnn/cells/_elman.pyx"),
-    extension("fastrnn.cells._lstm", "fastrnn/cells/_lstm.pyx", "csrc/fr_gates.c"),
-    extension("fastrnn.cells._gru", "fastrnn/cells/_gru.pyx", "csrc/fr_gates.c"),
+    extension("fastrnn._head", "fastrnn/_head.pyx", "csrc/fr_gemm.c"),   # output layer, losses
+    extension("fastrnn.cells._elman", "fastrnn/cells/_elman.pyx", "csrc/fr_gemm.c"),
+    extension("fastrnn.cells._lstm", "fastrnn/cells/_lstm.pyx", "csrc/fr_gates.c",
+              "csrc/fr_gemm.c"),
+    extension("fastrnn.cells._gru", "fastrnn/cells/_gru.pyx", "csrc/fr_gates.c",
+              "csrc/fr_gemm.c"),
 ]
 # Test/benchmark hook of the packed GEMM (csrc/fr_gemm.c): tests/test_gemm.py and
 # bench/gemm_kernel.py import it. Drop these lines (and fastrnn/_gemm_test.pyx) once the cells

@@ -13,8 +13,10 @@
  *                is covered by 3-panel and 2-panel groups only;
  *       AVX2:    6 x 2 ymm (16 float / 8 double columns, one panel; 12 accumulators);
  *       portable C: one row x one panel, vectorised by the compiler for the baseline ISA.
- *     A tile with fewer than 8 accumulators (N = 1 or 2) keeps a second set for the odd k,
- *     to cover the FMA latency.
+ *     Every element of C is summed in the same order (k by k, one FMA chain per k-block),
+ *     whatever N and whichever tile its row falls in: a row's result does not depend on the
+ *     batch it comes in (scikit-learn's subset-invariance check holds bit for bit). So small
+ *     tiles (N = 1, 2) do not split k over two accumulator sets to hide the FMA latency.
  *   - Loops, outermost first (BLIS's order, A in place of BLIS's packed A):
  *       column blocks of C small enough to stay in L2 (N x ncb*W elements, <= 512 KiB),
  *       k-blocks of at most KC = 128 rows (balanced): A's slab (N x kc, <= 128 KiB for
@@ -253,34 +255,6 @@ FR_INLINE TGT void uk_##SFX(const int MR, const int NV, ptrdiff_t kc,           
     const T *restrict a = A;                                                                  \
     const T *restrict b = B;                                                                  \
     ptrdiff_t k = 0;                                                                          \
-    if (MR * NV < 8) {                                                                        \
-        /* too few accumulators to cover the FMA latency (4 cycles x 2 ports): a second set  \
-         * takes the odd k, added in at the end */                                            \
-        V acc2[8][4];                                                                         \
-        FR_UNROLL for (int i = 0; i < MR; ++i)                                                \
-            FR_UNROLL for (int v = 0; v < NV; ++v)                                            \
-                acc2[i][v] = zero_##SFX();                                                    \
-        for (; k + 1 < kc; k += 2) {                                                          \
-            V bv[4], bw[4];                                                                   \
-            FR_UNROLL for (int v = 0; v < NV; ++v) {                                          \
-                bv[v] = ld_##SFX(b + (v / VPP) * ps + (v % VPP) * VL);                        \
-                bw[v] = ld_##SFX(b + (v / VPP) * ps + (v % VPP) * VL + W);                    \
-            }                                                                                 \
-            FR_UNROLL for (int i = 0; i < MR; ++i) {                                          \
-                const V av = set1_##SFX(a[i * lda]);                                          \
-                const V aw = set1_##SFX(a[i * lda + 1]);                                      \
-                FR_UNROLL for (int v = 0; v < NV; ++v) {                                      \
-                    acc[i][v] = fma_##SFX(av, bv[v], acc[i][v]);                              \
-                    acc2[i][v] = fma_##SFX(aw, bw[v], acc2[i][v]);                            \
-                }                                                                             \
-            }                                                                                 \
-            a += 2;                                                                           \
-            b += 2 * W;                                                                       \
-        }                                                                                     \
-        FR_UNROLL for (int i = 0; i < MR; ++i)                                                \
-            FR_UNROLL for (int v = 0; v < NV; ++v)                                            \
-                acc[i][v] = add_##SFX(acc[i][v], acc2[i][v]);                                 \
-    }                                                                                         \
     _Pragma("GCC unroll 2")                                                                   \
     for (; k < kc; ++k) {                                                                     \
         V bv[4];                                                                              \

@@ -4,6 +4,8 @@
 # BLAS GEMM does on every call. Cimported by the cells' kernels, which link csrc/fr_gemm.c.
 from cython cimport floating
 
+from fastrnn._blas cimport gemm
+
 cdef extern from "fr_gemm.h" nogil:
     size_t fr_packed_size_f32(Py_ssize_t K, Py_ssize_t M)
     size_t fr_packed_size_f64(Py_ssize_t K, Py_ssize_t M)
@@ -38,3 +40,50 @@ cdef inline void gemm_packed(Py_ssize_t N, Py_ssize_t M, Py_ssize_t K, const flo
         fr_gemm_packed_f32(N, M, K, A, lda, Bp, beta, C, ldc)
     else:
         fr_gemm_packed_f64(N, M, K, A, lda, Bp, beta, C, ldc)
+
+
+cdef inline Py_ssize_t packed_elements(Py_ssize_t K, Py_ssize_t M, bint f32) noexcept nogil:
+    """Elements a packed (K, M) operand needs in float32 (f32) or float64, plus 64 bytes of
+    slack so that the buffer can start on a cache line (see aligned)."""
+    if f32:
+        return fr_packed_size_f32(K, M) + 16
+    return fr_packed_size_f64(K, M) + 8
+
+
+cdef inline void *aligned(void *p) noexcept nogil:
+    """p rounded up to a 64-byte boundary (the packed panels are one cache line wide)."""
+    return <void *> ((<size_t> p + 63) & ~(<size_t> 63))
+
+
+# ---------------------------------------------------------------------------------------------
+# The right operand of a recurrence's per-step products, chosen once per pass: packed for the
+# micro-kernel (a batch of several rows and a single-threaded BLAS), else handed to BLAS as
+# stored (one row: GEMV; several BLAS threads: OpenBLAS's threaded GEMM).
+
+ctypedef struct StepB:
+    const void *B       # as stored: op(B) = B (K, M), or B^T with B stored (M, K)
+    int ldb
+    bint trans
+    int K, M
+    void *packed        # pack(op(B)) (64-byte aligned), or NULL: BLAS on B
+
+
+cdef inline void step_b(StepB *s, const floating *B, int ldb, int K, int M, bint trans,
+                        void *packed_buffer) noexcept nogil:
+    """Set s up for products with op(B) (K, M); packed_buffer (packed_elements(K, M)
+    elements, or NULL for BLAS) receives the packed operand."""
+    s.B, s.ldb, s.trans, s.K, s.M = B, ldb, trans, K, M
+    s.packed = NULL
+    if packed_buffer != NULL:
+        s.packed = aligned(packed_buffer)
+        pack_b(B, ldb, K, M, trans, <floating *> s.packed)
+
+
+cdef inline void step_gemm(const StepB *s, int N, const floating *A, int lda, floating beta,
+                           floating *C, int ldc) noexcept nogil:
+    """C (N, M) = A (N, K) @ op(B) (K, M) + beta * C (beta 0: C is not read)."""
+    if s.packed != NULL:
+        gemm_packed(N, s.M, s.K, A, lda, <const floating *> s.packed, beta, C, ldc)
+    else:
+        gemm(False, s.trans, N, s.M, s.K, 1, A, lda, <const floating *> s.B, s.ldb, beta, C,
+             ldc)

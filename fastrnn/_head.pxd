@@ -5,6 +5,8 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t, uint8_t
 
+from fastrnn._gemm cimport StepB
+
 
 ctypedef struct Head:
     # read only (void * because the precision is not known here)
@@ -18,6 +20,8 @@ ctypedef struct Head:
     void *Z                 # (rows, O) logits, then their gradient; rows = N if last else N*T
     void *dW_y              # (H, O)
     void *db_y              # (O,)
+    void *Wyp               # packed W_y for head_predict, or NULL (BLAS): see head_setup
+    StepB Wy
     int O
     bint last               # target "last": only each sequence's last valid state is scored
     bint use_softmax        # softmax + cross-entropy, else linear + MSE
@@ -28,8 +32,8 @@ cdef double head_loss_and_grad(Head *h, const floating *S, floating *G, floating
 
 cdef void head_predict(Head *h, const floating *S, int rows, int H) noexcept nogil
 
-cdef object head_setup(Head *h, cnp.ndarray Y, cnp.ndarray W_y, cnp.ndarray b_y, str output,
-                       str target, lengths, int N, int T, dict grads)
+cdef list head_setup(Head *h, cnp.ndarray Y, cnp.ndarray W_y, cnp.ndarray b_y, str output,
+                     str target, lengths, int N, int T, dict grads)
 
 
 cdef inline void *data(cnp.ndarray a) noexcept:

@@ -19,6 +19,7 @@ from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memcpy, memset
 
 from fastrnn._blas cimport gemm
+from fastrnn._gemm cimport packed_elements, step_b, step_gemm
 from fastrnn._kernels cimport (FR_IDENTITY, FR_RELU, FR_SIGMOID, FR_TANH, add_bias,
                                bias_act, colsum, fr_all_finite_f32,
                                fr_all_finite_f64, mse, softmax, xent)
@@ -78,20 +79,24 @@ cdef double head_loss_and_grad(Head *h, const floating *S, floating *G, floating
 
 
 cdef void head_predict(Head *h, const floating *S, int rows, int H) noexcept nogil:
-    """h.Z (rows, O) = S (rows, H) @ W_y (H, O) + b_y, then its softmax if h.use_softmax."""
+    """h.Z (rows, O) = S (rows, H) @ W_y (H, O) + b_y, then its softmax if h.use_softmax.
+    With W_y packed (head_setup for prediction), every row is computed alike, whatever the
+    number of rows: a sequence's outputs do not depend on the batch it comes in."""
     cdef floating *Z = <floating *> h.Z
+    step_b(&h.Wy, <const floating *> h.W_y, h.O, H, h.O, False, h.Wyp)
     # Z (rows, O) = S (rows, H) @ W_y (H, O)
-    gemm(False, False, rows, h.O, H, 1, S, H, <const floating *> h.W_y, h.O, 0, Z, h.O)
+    step_gemm(&h.Wy, rows, S, H, 0, Z, h.O)
     add_bias(Z, rows, h.O, <const floating *> h.b_y)
     if h.use_softmax:
         softmax(Z, rows, h.O)
 
 
-cdef object head_setup(Head *h, cnp.ndarray Y, cnp.ndarray W_y, cnp.ndarray b_y, str output,
-                       str target, lengths, int N, int T, dict grads):
-    """Fill h for a loss_and_grad call (all but h.Z) and put the new "W_y" and "b_y" gradient
-    arrays into grads. Y may be None (prediction only). Returns the array behind h.valid
-    (or None): the caller keeps it alive until the kernels are done."""
+cdef list head_setup(Head *h, cnp.ndarray Y, cnp.ndarray W_y, cnp.ndarray b_y, str output,
+                     str target, lengths, int N, int T, dict grads):
+    """Fill h (all but h.Z) for a loss_and_grad call, putting the new "W_y" and "b_y" gradient
+    arrays into grads, or with Y None and grads None for a prediction (W_y then goes to the
+    packed kernel). Returns the arrays behind h's pointers: the caller keeps them alive until
+    the kernels are done."""
     memset(h, 0, sizeof(Head))
     h.W_y, h.b_y, h.O = data(W_y), data(b_y), W_y.shape[1]
     h.last, h.use_softmax = target == "last", output == "softmax"
@@ -104,11 +109,16 @@ cdef object head_setup(Head *h, cnp.ndarray Y, cnp.ndarray W_y, cnp.ndarray b_y,
         dt = W_y.dtype
         grads["W_y"], grads["b_y"] = np.empty((W_y.shape[0], h.O), dt), np.empty(h.O, dt)
         h.dW_y, h.db_y = data(grads["W_y"]), data(grads["b_y"])
-    valid = None
+    keep = []
     if lengths is not None and not h.last:
         valid = (np.arange(T) < lengths[:, None]).view(np.uint8)     # (N, T) scored steps
         h.valid = <const uint8_t *> data(valid)
-    return valid
+        keep.append(valid)
+    if Y is None:
+        Wyp = np.empty(packed_elements(W_y.shape[0], h.O, is_float32(W_y)), W_y.dtype)
+        h.Wyp = data(Wyp)
+        keep.append(Wyp)
+    return keep
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,3 +21,19 @@ def _scipy_blas_controllers():
 def scipy_blas_threads():
     """Current thread count of SciPy's BLAS (the largest, if several are candidates)."""
     return max((c.get_num_threads() or 1 for c in _scipy_blas_controllers()), default=1)
+
+
+# Per-step products below this many multiply-adds (batch * G*H * H) gain nothing from a second
+# BLAS thread, and lose badly when BLAS pools busy-wait against each other on shared cores
+# (measured here: 100x slower fits under load). fit pins BLAS to one thread below it, and the
+# cells then always run their per-step products on the packed single-threaded kernel.
+SINGLE_THREAD_WORK = 1 << 20
+
+
+def packed_products(N, gates, H):
+    """Whether a recurrence of a batch of N and G = gates gate blocks of width H runs its
+    per-step products on the packed kernel (csrc/fr_gemm.c) rather than BLAS: when they are
+    small (whatever BLAS's thread count, so that the result does not depend on it) or BLAS
+    has one thread. The kernel sums every row alike, so a sequence's result does not depend
+    on the batch around it (a batch of one included)."""
+    return N * gates * H * H < SINGLE_THREAD_WORK or scipy_blas_threads() == 1

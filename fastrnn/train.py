@@ -18,6 +18,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import _validate, head
+from ._threads import SINGLE_THREAD_WORK
 from .optim import clip_by_global_norm, clip_by_value, global_norm, make_optimizer
 
 
@@ -115,16 +116,11 @@ class ModelCheckpoint(Callback):
         return False
 
 
-# Per-step products below this many multiply-adds (batch * H * H) gain nothing from a second
-# BLAS thread, and lose badly when BLAS pools busy-wait against each other on shared cores
-# (measured here: 100x slower fits under load). Above it, BLAS keeps its own thread count
-# (at N=64, H=256, two threads run loss_and_grad 1.6x faster than one).
-SINGLE_THREAD_WORK = 1 << 20
-
-
-def blas_threads(batch_size, hidden_size):
-    """Context pinning BLAS to one thread for small per-step products, else a no-op."""
-    if batch_size * hidden_size * hidden_size < SINGLE_THREAD_WORK:
+def blas_threads(batch_size, hidden_size, gates=1):
+    """Context pinning BLAS to one thread for small per-step products (batch * G*H * H below
+    _threads.SINGLE_THREAD_WORK), else a no-op: above it, BLAS keeps its own thread count (at
+    N=64, H=256, two threads run the Elman loss_and_grad 1.6x faster than one)."""
+    if batch_size * gates * hidden_size * hidden_size < SINGLE_THREAD_WORK:
         return threadpool_limits(1, user_api="blas")
     return contextlib.nullcontext()
 
@@ -207,7 +203,7 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
     for cb in callbacks:
         cb.on_train_begin(model, history)
     bar = _progress_bar(progress, epochs * N, "fit")
-    threads = blas_threads(min(batch_size, N), model.hidden_size)
+    threads = blas_threads(min(batch_size, N), model.hidden_size, model.cell.n_gates)
     threads.__enter__()
     try:
         for epoch in range(1, epochs + 1):

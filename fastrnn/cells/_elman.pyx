@@ -22,13 +22,14 @@ from cython cimport floating
 from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memcpy, memset
 
-from fastrnn._blas cimport gemm, gemm_step
+from fastrnn._blas cimport gemm
+from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
 from fastrnn._kernels cimport act_grad, bias_act, colsum
-from fastrnn.cells._recurrence cimport prev_state_gemm, row_norms, transpose
+from fastrnn.cells._recurrence cimport prev_state_gemm, row_norms
 
 from fastrnn._head import release_workspace, workspace
-from fastrnn._threads import scipy_blas_threads
+from fastrnn._threads import packed_products
 from fastrnn.activations import ACTIVATIONS
 
 cnp.import_array()
@@ -39,26 +40,27 @@ cnp.import_array()
 
 cdef void recur_forward(const floating *X, const floating *h0, const floating *W_x,
                         const floating *W_s, const floating *b, floating *S,
-                        const int64_t *lengths, bint split,
+                        const int64_t *lengths, const StepB *Wx, const StepB *Ws,
                         int N, int T, int I, int H, int act) noexcept nogil:
     """S[:, t] = phi(X[:, t] @ W_x + S[:, t-1] @ W_s + b), S[:, -1] = h0.
 
     lengths (N,) (NULL: all T): past its end (t >= lengths[n]) a sequence keeps its state,
-    S[n, t] = S[n, t-1], so S[:, T-1] holds every sequence's last valid state.
+    S[n, t] = S[n, t-1], so S[:, T-1] holds every sequence's last valid state. Wx, Ws: W_x
+    and W_s as the products take them (packed, or for BLAS).
     """
     cdef int NT = N * T, TH = T * H
     cdef int t, ld_prev
     cdef Py_ssize_t n
     cdef const floating *prev
     # S (N*T, H) = X (N*T, I) @ W_x (I, H): the input projection of every step, one GEMM
-    gemm(False, False, NT, H, I, 1, X, I, W_x, H, 0, S, H)
+    step_gemm(Wx, NT, X, I, 0, S, H)
     for t in range(T):
         if t == 0:
             prev, ld_prev = h0, H
         else:
             prev, ld_prev = S + (t - 1) * H, TH
         # S[:, t] (N, H) += S[:, t-1] (N, H) @ W_s (H, H)
-        gemm_step(N, H, H, prev, ld_prev, W_s, H, 1, S + t * H, TH, split)
+        step_gemm(Ws, N, prev, ld_prev, 1, S + t * H, TH)
         # S[:, t] = phi(S[:, t] + b), in place
         bias_act(S + t * H, N, H, TH, b, act)
         if lengths != NULL:
@@ -71,16 +73,16 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *W
 cdef void recur_backward(const floating *X, const floating *h0, const floating *W_x,
                          const floating *W_s, const floating *S, floating *G, bint full_dS,
                          floating *dX, floating *dh0, floating *dW_x, floating *dW_s,
-                         floating *db, floating *D, floating *W_sT,
-                         const int64_t *lengths, double *state_norms, bint split,
+                         floating *db, floating *D, const StepB *WsT,
+                         const int64_t *lengths, double *state_norms,
                          int N, int T, int I, int H, int act) noexcept nogil:
     """Backpropagation through time.
 
     On entry G (N, T, H) holds dLoss/dS from the output layer: at every step if full_dS,
     else only at the last step (G[:, :T-1] is then scratch, never read). On exit G holds
     dA_t = dLoss/d(pre-activation of step t). dX (N, T, I) and dh0 (N, H) may be NULL (not
-    wanted). D is an (N, H) scratch buffer; on exit it holds dA[:, 0]. W_sT is (H, H)
-    scratch for W_s^T. lengths as in recur_forward: dA is zero past a sequence's end (its
+    wanted). D is an (N, H) scratch buffer. WsT: W_s^T as the per-step products take it
+    (packed, or for BLAS). lengths as in recur_forward: dA is zero past a sequence's end (its
     carried states get no gradient: nothing past the end is scored). state_norms (N, T) or
     NULL: receives ||dLoss/dS[n, t]||, the full gradient reaching each state (what the
     vanishing-gradient diagnostics plot), read off on the way.
@@ -89,20 +91,11 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     cdef int t
     cdef Py_ssize_t n                   # element offsets may exceed 2**31
     cdef floating beta = 1 if full_dS else 0
-    # An explicit W_s^T, once: the per-step product is then a plain "NN" GEMM, which
-    # OpenBLAS serves from its small-matrix kernels without packing W_s^T every step.
-    # (A batch of one goes to GEMV, which reads W_s transposed for free: W_sT is unused.)
-    if N > 1:
-        transpose(W_s, H, H, W_sT)
     # dA_t = (dS_t + dA_{t+1} @ W_s^T) * phi'(S_t), newest step first
     for t in range(T - 1, -1, -1):
         if t < T - 1:
             # G[:, t] (N, H) (+)= G[:, t+1] (N, H) @ W_s^T (H, H)
-            if N > 1:
-                gemm_step(N, H, H, G + (t + 1) * H, TH, W_sT, H, beta, G + t * H, TH, split)
-            else:
-                gemm(False, True, 1, H, H, 1, G + (t + 1) * H, TH, W_s, H, beta, G + t * H,
-                     TH)
+            step_gemm(WsT, N, G + (t + 1) * H, TH, beta, G + t * H, TH)
         if state_norms != NULL:             # G[:, t] is dLoss/dS_t here
             row_norms(G + t * H, N, H, TH, state_norms + t, T)
         # G[:, t] *= phi'(S[:, t])
@@ -142,10 +135,13 @@ ctypedef struct Net:
     # buffers and outputs
     void *G             # (N, T, H) dLoss/dS, then dLoss/dA
     void *D             # (N, H) scratch
-    void *W_sT          # (H, H) scratch
+    void *Wxp           # packed W_x (prediction: batch-invariant rows), or NULL: BLAS
+    void *Wp            # packed W_s (forward), or NULL: the per-step products go to BLAS
+    void *WpT           # packed W_s^T (backward), or NULL
+    StepB Wx, Ws, WsT   # the products' right operands (set up by each pass)
     const int64_t *lengths  # (N,) valid steps per sequence, or NULL (all T)
     double *state_norms # (N, T) ||dLoss/dS[n, t]||, or NULL
-    bint split          # split the per-step products into column blocks (see gemm_step)
+    bint packed         # pack W_s for the per-step products (several rows, 1 BLAS thread)
     void *dX            # (N, T, I) or NULL
     void *dh0           # (N, H) or NULL
     void *dW_x
@@ -155,18 +151,23 @@ ctypedef struct Net:
 
 
 cdef void net_forward(Net *n, floating *S) noexcept nogil:
+    # W_s (H, H), packed once for the T per-step products (or left to BLAS)
+    step_b(&n.Ws, <const floating *> n.W_s, n.H, n.H, n.H, False, n.Wp)
+    # W_x (I, H) for the input projection: packed when predicting, else BLAS
+    step_b(&n.Wx, <const floating *> n.W_x, n.H, n.In, n.H, False, n.Wxp)
     recur_forward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.W_x,
-                  <const floating *> n.W_s, <const floating *> n.b, S, n.lengths, n.split,
-                  n.N, n.T, n.In, n.H, n.act)
+                  <const floating *> n.W_s, <const floating *> n.b, S, n.lengths, &n.Wx,
+                  &n.Ws, n.N, n.T, n.In, n.H, n.act)
 
 
 cdef void net_backward(Net *n, const floating *S, bint full_dS) noexcept nogil:
+    # W_s^T (H, H), packed from W_s once (or read transposed by BLAS)
+    step_b(&n.WsT, <const floating *> n.W_s, n.H, n.H, n.H, True, n.WpT)
     recur_backward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.W_x,
                    <const floating *> n.W_s, S, <floating *> n.G, full_dS,
                    <floating *> n.dX, <floating *> n.dh0, <floating *> n.dW_x,
                    <floating *> n.dW_s, <floating *> n.db, <floating *> n.D,
-                   <floating *> n.W_sT, n.lengths, n.state_norms, n.split,
-                   n.N, n.T, n.In, n.H, n.act)
+                   &n.WsT, n.lengths, n.state_norms, n.N, n.T, n.In, n.H, n.act)
 
 
 cdef double net_loss_and_grad(Net *n, floating *S) noexcept nogil:
@@ -187,11 +188,29 @@ cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_
     n.act = ACTIVATIONS.index(activation)
     if lengths is not None:
         n.lengths = <const int64_t *> data(lengths)
-    # Column-split the per-step products when that pays (measured: N=32..64, H=64..256
-    # single-threaded, 1.1-1.2x): mid-sized products and one BLAS thread (see gemm_step).
-    cdef double step_work = <double> n.N * n.H * n.H
-    n.split = 1e6 < step_work <= 8e6 and scipy_blas_threads() == 1
+    n.packed = packed_products(n.N, 1, n.H)
     return n
+
+
+cdef tuple packed_shapes(Net *n, cnp.ndarray X):
+    """Shapes of the packed W_s and W_s^T buffers ((1,) each when BLAS takes the products)."""
+    if not n.packed:
+        return (1,), (1,)
+    cdef Py_ssize_t size = packed_elements(n.H, n.H, is_float32(X))
+    return (size,), (size,)
+
+
+cdef void use_packed(Net *n, cnp.ndarray Wp, cnp.ndarray WpT):
+    """Point n at the packed-operand buffers (or at nothing, when BLAS takes the products)."""
+    n.Wp, n.WpT = (data(Wp), data(WpT)) if n.packed else (NULL, NULL)
+
+
+cdef cnp.ndarray packed_input_weight(Net *n, cnp.ndarray X):
+    """A buffer for W_x packed, with n pointing at it: prediction's input projection runs
+    on the packed kernel, so that every row is computed alike whatever the batch."""
+    Wxp = np.empty(packed_elements(n.In, n.H, is_float32(X)), X.dtype)
+    n.Wxp = data(Wxp)
+    return Wxp
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,6 +222,9 @@ def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp
     """S (N, T, H): the states of the recurrence (carried past each sequence's length)."""
     cdef Net n = make_net(X, h0, W_x, W_s, b, activation, lengths)
     cdef cnp.ndarray S = np.empty((n.N, n.T, n.H), dtype=X.dtype)
+    Wp = np.empty(packed_shapes(&n, X)[0], X.dtype)
+    use_packed(&n, Wp, Wp)
+    Wxp = packed_input_weight(&n, X)
     cdef void *Sp = data(S)
     if is_float32(X):
         with nogil:
@@ -217,10 +239,13 @@ def predict(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp
             cnp.ndarray W_y, cnp.ndarray b_y, str activation, str output, lengths=None):
     """(Y (N, T, O), S (N, T, H)): outputs (softmax probabilities if output == "softmax")."""
     cdef Net n = make_net(X, h0, W_x, W_s, b, activation, lengths)
-    head_setup(&n.head, None, W_y, b_y, output, "sequence", None, n.N, n.T, None)
+    keep = head_setup(&n.head, None, W_y, b_y, output, "sequence", None, n.N, n.T, None)
     cdef cnp.ndarray S = np.empty((n.N, n.T, n.H), dtype=X.dtype)
     cdef cnp.ndarray Y = np.empty((n.N, n.T, n.head.O), dtype=X.dtype)
+    Wp = np.empty(packed_shapes(&n, X)[0], X.dtype)
     n.head.Z = data(Y)
+    use_packed(&n, Wp, Wp)
+    Wxp = packed_input_weight(&n, X)
     cdef void *Sp = data(S)
     if is_float32(X):
         with nogil:
@@ -243,8 +268,9 @@ def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cn
     grads = {"X": np.empty_like(X), "h0": np.empty((n.N, n.H), dt),
              "W_x": np.empty((n.In, n.H), dt), "W_s": np.empty((n.H, n.H), dt),
              "b": np.empty(n.H, dt)}
-    D, W_sT = np.empty((n.N, n.H), dt), np.empty(n.H * n.H if n.N > 1 else 1, dt)
-    n.G, n.D, n.W_sT = data(G), data(D), data(W_sT)
+    D, WpT = np.empty((n.N, n.H), dt), np.empty(packed_shapes(&n, X)[1], dt)
+    n.G, n.D = data(G), data(D)
+    use_packed(&n, WpT, WpT)
     n.dX, n.dh0, n.dW_x = data(grads["X"]), data(grads["h0"]), data(grads["W_x"])
     n.dW_s, n.db = data(grads["W_s"]), data(grads["b"])
     cdef void *Sp = data(S)
@@ -274,12 +300,13 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
     dt = X.dtype
     cdef int N = n.N, T = n.T, H = n.H
     grads = {"W_x": np.empty((n.In, H), dt), "W_s": np.empty((H, H), dt), "b": np.empty(H, dt)}
-    valid = head_setup(&n.head, Y, W_y, b_y, output, target, lengths, N, T, grads)
+    keep = head_setup(&n.head, Y, W_y, b_y, output, target, lengths, N, T, grads)
     cdef cnp.ndarray S
-    S, G, Z, D, W_sT = workspace(dt, ((N, T, H), (N, T, H),
-                                      (N if n.head.last else N * T, n.head.O),
-                                      (N, H), (H * H if N > 1 else 1,)))
-    n.G, n.head.Z, n.D, n.W_sT = data(G), data(Z), data(D), data(W_sT)
+    S, G, Z, D, Wp, WpT = workspace(dt, ((N, T, H), (N, T, H),
+                                         (N if n.head.last else N * T, n.head.O),
+                                         (N, H)) + packed_shapes(&n, X))
+    n.G, n.head.Z, n.D = data(G), data(Z), data(D)
+    use_packed(&n, Wp, WpT)
     n.dW_x, n.dW_s, n.db = data(grads["W_x"]), data(grads["W_s"]), data(grads["b"])
     if input_grads:
         grads["X"], grads["h0"] = np.empty_like(X), np.empty((N, H), dt)

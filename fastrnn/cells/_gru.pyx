@@ -29,13 +29,14 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
-from fastrnn._blas cimport gemm, gemm_step
+from fastrnn._blas cimport gemm
+from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
 from fastrnn._kernels cimport colsum
-from fastrnn.cells._recurrence cimport prev_state_gemm, row_norms, transpose
+from fastrnn.cells._recurrence cimport prev_state_gemm, row_norms
 
 from fastrnn._head import release_workspace, workspace
-from fastrnn._threads import scipy_blas_threads
+from fastrnn._threads import packed_products
 
 cnp.import_array()
 
@@ -80,10 +81,11 @@ cdef inline void gates_backward(floating *A, Py_ssize_t lda, floating *Sn, float
 cdef void recur_forward(const floating *X, const floating *h0, const floating *W_x,
                         const floating *W_s, const floating *b, const floating *b_s,
                         const floating *H_in, floating *Hs, floating *A, floating *Sn,
-                        floating *R, const int64_t *lengths, bint split, int N, int T, int I,
-                        int H) noexcept nogil:
+                        floating *R, const int64_t *lengths, const StepB *Wx, const StepB *Ws,
+                        int N, int T, int I, int H) noexcept nogil:
     """Hs (N, T, H): the states; A (N, T, 3H): the activated gates [r, z, n]; Sn (N, T, H):
-    s_n of every step. R (N, 3H) is scratch.
+    s_n of every step. R (N, 3H) is scratch. Wx, Ws: W_x (I, 3H) and W_s (H, 3H) as the
+    products take them (packed, or for BLAS).
 
     H_in: the states the recurrence reads as h_{t-1}: Hs itself (the forward pass), or given
     states (the backward pass's recomputation of the gates, which writes its Hs to scratch).
@@ -94,11 +96,11 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *W
     cdef Py_ssize_t n, row
     cdef const floating *hp
     # A (N*T, 3H) = X (N*T, I) @ W_x (I, 3H): the input projection of every step and gate
-    gemm(False, False, NT, G3, I, 1, X, I, W_x, G3, 0, A, G3)
+    step_gemm(Wx, NT, X, I, 0, A, G3)
     for t in range(T):
         hp, ldp = (h0, H) if t == 0 else (H_in + (t - 1) * H, TH)
         # R (N, 3H) = h_{t-1} (N, H) @ W_s (H, 3H)
-        gemm_step(N, G3, H, hp, ldp, W_s, G3, 0, R, G3, split)
+        step_gemm(Ws, N, hp, ldp, 0, R, G3)
         # gates from A[:, t] + b and R + b_s, h_t, s_n: one fused sweep
         gates_forward(A + t * G3, lda, b, R, b_s, hp, ldp, Hs + t * H, Sn + t * H, TH, N, H)
         if lengths != NULL:
@@ -112,8 +114,8 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
                          const floating *W_s, const floating *Hs, floating *A, floating *Sn,
                          floating *dH, bint full_dH, floating *dX, floating *dh0,
                          floating *dW_x, floating *dW_s, floating *db, floating *db_s,
-                         floating *D, floating *P, floating *W_sT, const int64_t *lengths,
-                         double *state_norms, bint split, int N, int T, int I,
+                         floating *D, floating *P, const StepB *WsT_rz, const StepB *WsT_n,
+                         const int64_t *lengths, double *state_norms, int N, int T, int I,
                          int H) noexcept nogil:
     """Backpropagation through time.
 
@@ -121,8 +123,9 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     (N, T, H) dLoss/dHs from the output layer: at every step if full_dH, else only at the
     last step (dH[:, :T-1] is then scratch). On exit A holds the input side's gradients
     dza_t = dLoss/da_t, Sn the recurrent side's n block dza_n * r, dH the total dLoss/dh_t.
-    dX (N, T, I) and dh0 (N, H) may be NULL (not wanted). D (N, 3H), P (N, H) and
-    W_sT (3H, H) are scratch. lengths: past a sequence's end every gradient is zero.
+    dX (N, T, I) and dh0 (N, H) may be NULL (not wanted). D (N, 3H) and P (N, H) are
+    scratch. WsT_rz, WsT_n: W_s[:, r|z]^T (2H, H) and W_s[:, n]^T (H, H) as the per-step
+    products take them. lengths: past a sequence's end every gradient is zero.
     state_norms (N, T) or NULL: receives ||dLoss/dh_t||.
     """
     cdef int G3 = 3 * H, H2 = 2 * H, TH = T * H, NT = N * T
@@ -130,26 +133,13 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     cdef Py_ssize_t n
     cdef floating beta = 1 if full_dH else 0
     cdef const floating *hp
-    # An explicit W_s^T (3H, H), once: the per-step products are then plain "NN" GEMMs;
-    # rows [0, 2H) of it are the r and z blocks' transposes, rows [2H, 3H) the n block's.
-    # (A batch of one goes to GEMV, which reads W_s transposed for free.)
-    if N > 1:
-        transpose(W_s, H, G3, W_sT)
     memset(P, 0, N * <Py_ssize_t> H * sizeof(floating))
     for t in range(T - 1, -1, -1):
         if t < T - 1:
             # dH[:, t] (N, H) (+)= dza[:, t+1, r|z] (N, 2H) @ W_s[:, r|z]^T (2H, H)
             #                     + dzs_n[:, t+1] (N, H) @ W_s[:, n]^T (H, H)
-            if N > 1:
-                gemm_step(N, H, H2, A + (t + 1) * G3, lda, W_sT, H, beta, dH + t * H, TH,
-                          split)
-                gemm_step(N, H, H, Sn + (t + 1) * H, TH, W_sT + H2 * H, H, 1, dH + t * H,
-                          TH, split)
-            else:
-                gemm(False, True, 1, H, H2, 1, A + (t + 1) * G3, lda, W_s, G3, beta,
-                     dH + t * H, TH)
-                gemm(False, True, 1, H, H, 1, Sn + (t + 1) * H, TH, W_s + H2, G3, 1,
-                     dH + t * H, TH)
+            step_gemm(WsT_rz, N, A + (t + 1) * G3, lda, beta, dH + t * H, TH)
+            step_gemm(WsT_n, N, Sn + (t + 1) * H, TH, 1, dH + t * H, TH)
         if lengths != NULL:
             for n in range(N):
                 if t >= lengths[n]:     # ended: no gradient reaches or leaves this step
@@ -204,10 +194,14 @@ ctypedef struct Net:
     void *dH            # (N, T, H) dLoss/dHs, then the total dLoss/dh
     void *D             # (N, 3H) scratch
     void *R             # (N, 3H) scratch: the step's h W_s, then (N, H) the carry P
-    void *W_sT          # (3H, H) scratch
+    void *Wxp           # packed W_x (prediction: batch-invariant rows), or NULL: BLAS
+    void *Wp            # packed W_s (forward), or NULL: the per-step products go to BLAS
+    void *WpT_rz        # packed W_s[:, r|z]^T (backward), or NULL
+    void *WpT_n         # packed W_s[:, n]^T (backward), or NULL
+    StepB Wx, Ws, WsT_rz, WsT_n     # the products' right operands
     const int64_t *lengths  # (N,) valid steps per sequence, or NULL (all T)
     double *state_norms # (N, T) ||dLoss/dh[n, t]||, or NULL
-    bint split          # split the per-step products into column blocks (see gemm_step)
+    bint packed         # pack W_s for the per-step products (several rows, 1 BLAS thread)
     void *dX
     void *dh0
     void *dW_x
@@ -218,20 +212,27 @@ ctypedef struct Net:
 
 
 cdef void net_forward(Net *n, const floating *H_in, floating *Hs) noexcept nogil:
+    # W_s (H, 3H), packed once for the T per-step products (or left to BLAS)
+    step_b(&n.Ws, <const floating *> n.W_s, 3 * n.H, n.H, 3 * n.H, False, n.Wp)
+    # W_x (I, 3H) for the input projection: packed when predicting, else BLAS
+    step_b(&n.Wx, <const floating *> n.W_x, 3 * n.H, n.In, 3 * n.H, False, n.Wxp)
     recur_forward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.W_x,
                   <const floating *> n.W_s, <const floating *> n.b, <const floating *> n.b_s,
                   H_in, Hs, <floating *> n.A, <floating *> n.Sn, <floating *> n.R,
-                  n.lengths, n.split, n.N, n.T, n.In, n.H)
+                  n.lengths, &n.Wx, &n.Ws, n.N, n.T, n.In, n.H)
 
 
 cdef void net_backward(Net *n, const floating *Hs, bint full_dH) noexcept nogil:
+    cdef const floating *W_s = <const floating *> n.W_s
+    # W_s[:, r|z]^T (2H, H) and W_s[:, n]^T (H, H), packed from W_s (H, 3H) once
+    step_b(&n.WsT_rz, W_s, 3 * n.H, 2 * n.H, n.H, True, n.WpT_rz)
+    step_b(&n.WsT_n, W_s + 2 * n.H, 3 * n.H, n.H, n.H, True, n.WpT_n)
     recur_backward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.W_x,
                    <const floating *> n.W_s, Hs, <floating *> n.A, <floating *> n.Sn,
                    <floating *> n.dH, full_dH, <floating *> n.dX, <floating *> n.dh0,
                    <floating *> n.dW_x, <floating *> n.dW_s, <floating *> n.db,
                    <floating *> n.db_s, <floating *> n.D, <floating *> n.R,
-                   <floating *> n.W_sT, n.lengths, n.state_norms, n.split,
-                   n.N, n.T, n.In, n.H)
+                   &n.WsT_rz, &n.WsT_n, n.lengths, n.state_norms, n.N, n.T, n.In, n.H)
 
 
 cdef double net_loss_and_grad(Net *n, floating *Hs) noexcept nogil:
@@ -252,10 +253,35 @@ cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_
     n.N, n.T, n.In, n.H = X.shape[0], X.shape[1], X.shape[2], W_s.shape[0]
     if lengths is not None:
         n.lengths = <const int64_t *> data(lengths)
-    # Column-split mid-sized per-step products under one BLAS thread (see gemm_step).
-    cdef double step_work = <double> n.N * n.H * 3 * n.H
-    n.split = 1e6 < step_work <= 8e6 and scipy_blas_threads() == 1
+    n.packed = packed_products(n.N, 3, n.H)
     return n
+
+
+cdef tuple packed_shapes(Net *n, cnp.ndarray X):
+    """Shapes of the packed W_s, W_s[:, r|z]^T and W_s[:, n]^T buffers ((1,) each when BLAS
+    takes the products)."""
+    if not n.packed:
+        return (1,), (1,), (1,)
+    cdef bint f32 = is_float32(X)
+    cdef int H = n.H
+    return ((packed_elements(H, 3 * H, f32),), (packed_elements(2 * H, H, f32),),
+            (packed_elements(H, H, f32),))
+
+
+cdef void use_packed(Net *n, Wp, WpT_rz, WpT_n):
+    """Point n at the packed-operand buffers (or at nothing, when BLAS takes the products)."""
+    if n.packed:
+        n.Wp, n.WpT_rz, n.WpT_n = data(Wp), data(WpT_rz), data(WpT_n)
+    else:
+        n.Wp = n.WpT_rz = n.WpT_n = NULL
+
+
+cdef cnp.ndarray packed_input_weight(Net *n, cnp.ndarray X):
+    """A buffer for W_x packed, with n pointing at it: prediction's input projection runs
+    on the packed kernel, so that every row is computed alike whatever the batch."""
+    Wxp = np.empty(packed_elements(n.In, 3 * n.H, is_float32(X)), X.dtype)
+    n.Wxp = data(Wxp)
+    return Wxp
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +296,10 @@ def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp
     cdef int N = n.N, T = n.T, H = n.H
     cdef cnp.ndarray Hs = np.empty((N, T, H), dt)
     A, Sn, R = np.empty((N, T, 3 * H), dt), np.empty((N, T, H), dt), np.empty((N, 3 * H), dt)
+    Wp = np.empty(packed_shapes(&n, X)[0], dt)
     n.A, n.Sn, n.R = data(A), data(Sn), data(R)
+    use_packed(&n, Wp, Wp, Wp)
+    Wxp = packed_input_weight(&n, X)
     cdef void *Hp = data(Hs)
     if is_float32(X):
         with nogil:
@@ -286,13 +315,16 @@ def predict(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp
     """(Y (N, T, O), Hs (N, T, H)): outputs (softmax probabilities if output is "softmax")
     and the states."""
     cdef Net n = make_net(X, h0, W_x, W_s, b, b_s, lengths)
-    head_setup(&n.head, None, W_y, b_y, output, "sequence", None, n.N, n.T, None)
+    keep = head_setup(&n.head, None, W_y, b_y, output, "sequence", None, n.N, n.T, None)
     dt = X.dtype
     cdef int N = n.N, T = n.T, H = n.H
     cdef cnp.ndarray Hs = np.empty((N, T, H), dt)
     A, Sn, R = np.empty((N, T, 3 * H), dt), np.empty((N, T, H), dt), np.empty((N, 3 * H), dt)
     Y = np.empty((N, T, n.head.O), dt)
+    Wp = np.empty(packed_shapes(&n, X)[0], dt)
     n.A, n.Sn, n.R, n.head.Z = data(A), data(Sn), data(R), data(Y)
+    use_packed(&n, Wp, Wp, Wp)
+    Wxp = packed_input_weight(&n, X)
     cdef void *Hp = data(Hs)
     if is_float32(X):
         with nogil:
@@ -319,8 +351,10 @@ def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cn
     A, Sn, R = np.empty((N, T, 3 * H), dt), np.empty((N, T, H), dt), np.empty((N, 3 * H), dt)
     scratch = np.empty((N, T, H), dt)                   # the recomputation's own states
     dH = dHs.copy()                                     # becomes the total dLoss/dh
-    D, W_sT = np.empty((N, 3 * H), dt), np.empty(3 * H * H if N > 1 else 1, dt)
-    n.A, n.Sn, n.R, n.dH, n.D, n.W_sT = data(A), data(Sn), data(R), data(dH), data(D), data(W_sT)
+    D = np.empty((N, 3 * H), dt)
+    Wp, WpT_rz, WpT_n = (np.empty(shape, dt) for shape in packed_shapes(&n, X))
+    n.A, n.Sn, n.R, n.dH, n.D = data(A), data(Sn), data(R), data(dH), data(D)
+    use_packed(&n, Wp, WpT_rz, WpT_n)
     n.dX, n.dh0, n.dW_x = data(grads["X"]), data(grads["h0"]), data(grads["W_x"])
     n.dW_s, n.db, n.db_s = data(grads["W_s"]), data(grads["b"]), data(grads["b_s"])
     cdef void *Hp = data(Hs)
@@ -353,13 +387,14 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
     cdef int N = n.N, T = n.T, H = n.H
     grads = {"W_x": np.empty((n.In, 3 * H), dt), "W_s": np.empty((H, 3 * H), dt),
              "b": np.empty(3 * H, dt), "b_s": np.empty(3 * H, dt)}
-    valid = head_setup(&n.head, Y, W_y, b_y, output, target, lengths, N, T, grads)
+    keep = head_setup(&n.head, Y, W_y, b_y, output, target, lengths, N, T, grads)
     cdef cnp.ndarray Hs
-    Hs, A, Sn, dH, Zh, D, R, W_sT = workspace(dt, (
+    Hs, A, Sn, dH, Zh, D, R, Wp, WpT_rz, WpT_n = workspace(dt, (
         (N, T, H), (N, T, 3 * H), (N, T, H), (N, T, H), (N if n.head.last else N * T, n.head.O),
-        (N, 3 * H), (N, 3 * H), (3 * H * H if N > 1 else 1,)))
+        (N, 3 * H), (N, 3 * H)) + packed_shapes(&n, X))
     n.A, n.Sn, n.dH, n.head.Z = data(A), data(Sn), data(dH), data(Zh)
-    n.D, n.R, n.W_sT = data(D), data(R), data(W_sT)
+    n.D, n.R = data(D), data(R)
+    use_packed(&n, Wp, WpT_rz, WpT_n)
     n.dW_x, n.dW_s = data(grads["W_x"]), data(grads["W_s"])
     n.db, n.db_s = data(grads["b"]), data(grads["b_s"])
     if input_grads:

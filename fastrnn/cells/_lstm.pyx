@@ -27,13 +27,14 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
-from fastrnn._blas cimport gemm, gemm_step
+from fastrnn._blas cimport gemm
+from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
 from fastrnn._kernels cimport colsum
-from fastrnn.cells._recurrence cimport prev_state_gemm, row_norms, transpose
+from fastrnn.cells._recurrence cimport prev_state_gemm, row_norms
 
 from fastrnn._head import release_workspace, workspace
-from fastrnn._threads import scipy_blas_threads
+from fastrnn._threads import packed_products
 
 cnp.import_array()
 
@@ -84,9 +85,10 @@ cdef inline void gates_backward(floating *Z, Py_ssize_t ldz, const floating *dH,
 cdef void recur_forward(const floating *X, const floating *h0, const floating *c0,
                         const floating *W_x, const floating *W_s, const floating *b,
                         floating *Hs, floating *Cs, floating *Z, const int64_t *lengths,
-                        bint split, bint project, int N, int T, int I, int H,
-                        bint forget_gate) noexcept nogil:
+                        const StepB *Wx, const StepB *Ws, bint project, int N, int T,
+                        int I, int H, bint forget_gate) noexcept nogil:
     """Hs, Cs (N, T, H): the states; Z (N, T, 4H): the activated gates of every step.
+    Wx, Ws: W_x (I, 4H) and W_s (H, 4H) as the products take them (packed, or for BLAS).
 
     project=False: Z already holds X @ W_x (the backward pass's recomputation passes the
     states it was given and throws the new ones away). lengths (N,) or NULL: past its end a
@@ -99,14 +101,14 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *c
     cdef const floating *cp
     if project:
         # Z (N*T, 4H) = X (N*T, I) @ W_x (I, 4H): the input projection of every step and gate
-        gemm(False, False, NT, G4, I, 1, X, I, W_x, G4, 0, Z, G4)
+        step_gemm(Wx, NT, X, I, 0, Z, G4)
     for t in range(T):
         if t == 0:
             hp, cp, ldp = h0, c0, H
         else:
             hp, cp, ldp = Hs + (t - 1) * H, Cs + (t - 1) * H, TH
         # Z[:, t] (N, 4H) += h_{t-1} (N, H) @ W_s (H, 4H)
-        gemm_step(N, G4, H, hp, ldp, W_s, G4, 1, Z + t * G4, ldz, split)
+        step_gemm(Ws, N, hp, ldp, 1, Z + t * G4, ldz)
         # gates = act(Z[:, t] + b) in place; c_t, h_t: one fused sweep
         gates_forward(Z + t * G4, ldz, b, cp, ldp, Cs + t * H, Hs + t * H, TH, N, H,
                       forget_gate)
@@ -123,8 +125,8 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
                          const floating *Cs, floating *Z, floating *dH, bint full_dH,
                          const floating *dC, floating *dX, floating *dh0, floating *dc0,
                          floating *dW_x, floating *dW_s, floating *db, floating *D,
-                         floating *dc, floating *W_sT, const int64_t *lengths,
-                         double *state_norms, double *cell_norms, bint split,
+                         floating *dc, const StepB *WsT, const int64_t *lengths,
+                         double *state_norms, double *cell_norms,
                          int N, int T, int I, int H, bint forget_gate) noexcept nogil:
     """Backpropagation through time.
 
@@ -132,7 +134,8 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     dLoss/dHs from the output layer: at every step if full_dH, else only at the last step
     (dH[:, :T-1] is then scratch); dC (N, T, H) dLoss/dCs from outside, or NULL (zeros).
     On exit Z holds dZ_t = dLoss/dz_t and dH the total dLoss/dh_t. dX (N, T, I), dh0, dc0
-    (N, H) may be NULL (not wanted). D (N, 4H), dc (N, H), W_sT (4H, H) are scratch.
+    (N, H) may be NULL (not wanted). D (N, 4H) and dc (N, H) are scratch. WsT: W_s^T (4H, H)
+    as the per-step products take it (packed, or for BLAS).
     lengths: past a sequence's end dZ, dh and dc are zero (nothing there is scored).
     state_norms, cell_norms (N, T) or NULL: receive ||dLoss/dh_t||, ||dLoss/dc_t||.
     """
@@ -141,20 +144,11 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     cdef Py_ssize_t n, j, row
     cdef floating beta = 1 if full_dH else 0
     cdef const floating *cp
-    # An explicit W_s^T (4H, H), once: the per-step product is then a plain "NN" GEMM (see
-    # the Elman cell). A batch of one goes to GEMV, which reads W_s transposed for free.
-    if N > 1:
-        transpose(W_s, H, G4, W_sT)
     memset(dc, 0, N * <Py_ssize_t> H * sizeof(floating))
     for t in range(T - 1, -1, -1):
         if t < T - 1:
             # dH[:, t] (N, H) (+)= dZ[:, t+1] (N, 4H) @ W_s^T (4H, H)
-            if N > 1:
-                gemm_step(N, H, G4, Z + (t + 1) * G4, ldz, W_sT, H, beta, dH + t * H, TH,
-                          split)
-            else:
-                gemm(False, True, 1, H, G4, 1, Z + (t + 1) * G4, ldz, W_s, G4, beta,
-                     dH + t * H, TH)
+            step_gemm(WsT, N, Z + (t + 1) * G4, ldz, beta, dH + t * H, TH)
         if lengths != NULL:
             for n in range(N):
                 if t >= lengths[n]:     # ended: no gradient reaches or leaves this step
@@ -214,11 +208,14 @@ ctypedef struct Net:
     const void *dC      # (N, T, H) dLoss/dCs from outside, or NULL
     void *D             # (N, 4H) scratch
     void *dc            # (N, H) scratch: the carried dLoss/dc
-    void *W_sT          # (4H, H) scratch
+    void *Wxp           # packed W_x (prediction: batch-invariant rows), or NULL: BLAS
+    void *Wp            # packed W_s (forward), or NULL: the per-step products go to BLAS
+    void *WpT           # packed W_s^T (backward), or NULL
+    StepB Wx, Ws, WsT   # the products' right operands (set up by each pass)
     const int64_t *lengths  # (N,) valid steps per sequence, or NULL (all T)
     double *state_norms # (N, T) ||dLoss/dh[n, t]||, or NULL
     double *cell_norms  # (N, T) ||dLoss/dc[n, t]||, or NULL
-    bint split          # split the per-step products into column blocks (see gemm_step)
+    bint packed         # pack W_s for the per-step products (several rows, 1 BLAS thread)
     void *dX
     void *dh0
     void *dc0
@@ -230,20 +227,26 @@ ctypedef struct Net:
 
 
 cdef void net_forward(Net *n, floating *Hs, bint project) noexcept nogil:
+    # W_s (H, 4H), packed once for the T per-step products (or left to BLAS)
+    step_b(&n.Ws, <const floating *> n.W_s, 4 * n.H, n.H, 4 * n.H, False, n.Wp)
+    # W_x (I, 4H) for the input projection: packed when predicting, else BLAS
+    step_b(&n.Wx, <const floating *> n.W_x, 4 * n.H, n.In, 4 * n.H, False, n.Wxp)
     recur_forward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.c0,
                   <const floating *> n.W_x, <const floating *> n.W_s, <const floating *> n.b,
-                  Hs, <floating *> n.Cs, <floating *> n.Z, n.lengths, n.split, project,
+                  Hs, <floating *> n.Cs, <floating *> n.Z, n.lengths, &n.Wx, &n.Ws, project,
                   n.N, n.T, n.In, n.H, n.forget_gate)
 
 
 cdef void net_backward(Net *n, const floating *Hs, bint full_dH) noexcept nogil:
+    # W_s^T (4H, H), packed from W_s (H, 4H) once (or read transposed by BLAS)
+    step_b(&n.WsT, <const floating *> n.W_s, 4 * n.H, 4 * n.H, n.H, True, n.WpT)
     recur_backward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.c0,
                    <const floating *> n.W_x, <const floating *> n.W_s, Hs,
                    <const floating *> n.Cs, <floating *> n.Z, <floating *> n.dH, full_dH,
                    <const floating *> n.dC, <floating *> n.dX, <floating *> n.dh0,
                    <floating *> n.dc0, <floating *> n.dW_x, <floating *> n.dW_s,
                    <floating *> n.db, <floating *> n.D, <floating *> n.dc,
-                   <floating *> n.W_sT, n.lengths, n.state_norms, n.cell_norms, n.split,
+                   &n.WsT, n.lengths, n.state_norms, n.cell_norms,
                    n.N, n.T, n.In, n.H, n.forget_gate)
 
 
@@ -266,10 +269,29 @@ cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x
     n.forget_gate = forget_gate
     if lengths is not None:
         n.lengths = <const int64_t *> data(lengths)
-    # Column-split mid-sized per-step products under one BLAS thread (see gemm_step).
-    cdef double step_work = <double> n.N * n.H * 4 * n.H
-    n.split = 1e6 < step_work <= 8e6 and scipy_blas_threads() == 1
+    n.packed = packed_products(n.N, 4, n.H)
     return n
+
+
+cdef tuple packed_shapes(Net *n, cnp.ndarray X):
+    """Shapes of the packed W_s and W_s^T buffers ((1,) each when BLAS takes the products)."""
+    if not n.packed:
+        return (1,), (1,)
+    cdef bint f32 = is_float32(X)
+    return (packed_elements(n.H, 4 * n.H, f32),), (packed_elements(4 * n.H, n.H, f32),)
+
+
+cdef void use_packed(Net *n, cnp.ndarray Wp, cnp.ndarray WpT):
+    """Point n at the packed-operand buffers (or at nothing, when BLAS takes the products)."""
+    n.Wp, n.WpT = (data(Wp), data(WpT)) if n.packed else (NULL, NULL)
+
+
+cdef cnp.ndarray packed_input_weight(Net *n, cnp.ndarray X):
+    """A buffer for W_x packed, with n pointing at it: prediction's input projection runs
+    on the packed kernel, so that every row is computed alike whatever the batch."""
+    Wxp = np.empty(packed_elements(n.In, 4 * n.H, is_float32(X)), X.dtype)
+    n.Wxp = data(Wxp)
+    return Wxp
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,7 +305,10 @@ def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x, cnp.
     dt = X.dtype
     cdef cnp.ndarray Hs = np.empty((n.N, n.T, n.H), dt)
     Cs, Z = np.empty((n.N, n.T, n.H), dt), np.empty((n.N, n.T, 4 * n.H), dt)
+    Wp = np.empty(packed_shapes(&n, X)[0], dt)
     n.Cs, n.Z = data(Cs), data(Z)
+    use_packed(&n, Wp, Wp)
+    Wxp = packed_input_weight(&n, X)
     cdef void *Hp = data(Hs)
     if is_float32(X):
         with nogil:
@@ -300,12 +325,15 @@ def predict(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x, cnp.
     """(Y (N, T, O), Hs (N, T, H), Cs (N, T, H)): outputs (softmax probabilities if output
     is "softmax") and the states."""
     cdef Net n = make_net(X, h0, c0, W_x, W_s, b, forget_gate, lengths)
-    head_setup(&n.head, None, W_y, b_y, output, "sequence", None, n.N, n.T, None)
+    keep = head_setup(&n.head, None, W_y, b_y, output, "sequence", None, n.N, n.T, None)
     dt = X.dtype
     cdef cnp.ndarray Hs = np.empty((n.N, n.T, n.H), dt)
     Cs, Z = np.empty((n.N, n.T, n.H), dt), np.empty((n.N, n.T, 4 * n.H), dt)
     Y = np.empty((n.N, n.T, n.head.O), dt)
+    Wp = np.empty(packed_shapes(&n, X)[0], dt)
     n.Cs, n.Z, n.head.Z = data(Cs), data(Z), data(Y)
+    use_packed(&n, Wp, Wp)
+    Wxp = packed_input_weight(&n, X)
     cdef void *Hp = data(Hs)
     if is_float32(X):
         with nogil:
@@ -334,8 +362,9 @@ def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x, cnp
     Z, Hs2, Cs2 = np.empty((N, T, 4 * H), dt), np.empty((N, T, H), dt), np.empty((N, T, H), dt)
     dH = dHs.copy()                                     # becomes the total dLoss/dh
     D, dc = np.empty((N, 4 * H), dt), np.empty((N, H), dt)
-    W_sT = np.empty(4 * H * H if N > 1 else 1, dt)
-    n.Z, n.dH, n.dC, n.D, n.dc, n.W_sT = data(Z), data(dH), data(dCs), data(D), data(dc), data(W_sT)
+    WpT = np.empty(packed_shapes(&n, X)[1], dt)
+    n.Z, n.dH, n.dC, n.D, n.dc = data(Z), data(dH), data(dCs), data(D), data(dc)
+    use_packed(&n, WpT, WpT)
     n.dX, n.dh0, n.dc0 = data(grads["X"]), data(grads["h0"]), data(grads["c0"])
     n.dW_x, n.dW_s, n.db = data(grads["W_x"]), data(grads["W_s"]), data(grads["b"])
     cdef void *Hp = data(Hs)
@@ -398,13 +427,14 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray c0,
     cdef int N = n.N, T = n.T, H = n.H
     grads = {"W_x": np.empty((n.In, 4 * H), dt), "W_s": np.empty((H, 4 * H), dt),
              "b": np.empty(4 * H, dt)}
-    valid = head_setup(&n.head, Y, W_y, b_y, output, target, lengths, N, T, grads)
+    keep = head_setup(&n.head, Y, W_y, b_y, output, target, lengths, N, T, grads)
     cdef cnp.ndarray Hs
-    Hs, Cs, Z, dH, Zh, D, dc, W_sT = workspace(dt, (
+    Hs, Cs, Z, dH, Zh, D, dc, Wp, WpT = workspace(dt, (
         (N, T, H), (N, T, H), (N, T, 4 * H), (N, T, H), (N if n.head.last else N * T, n.head.O),
-        (N, 4 * H), (N, H), (4 * H * H if N > 1 else 1,)))
+        (N, 4 * H), (N, H)) + packed_shapes(&n, X))
     n.Cs, n.Z, n.dH, n.head.Z = data(Cs), data(Z), data(dH), data(Zh)
-    n.D, n.dc, n.W_sT = data(D), data(dc), data(W_sT)
+    n.D, n.dc = data(D), data(dc)
+    use_packed(&n, Wp, WpT)
     n.dW_x, n.dW_s, n.db = data(grads["W_x"]), data(grads["W_s"]), data(grads["b"])
     if input_grads:
         grads["X"] = np.empty_like(X)
