@@ -235,6 +235,10 @@ DESELECT=(
     # -O1 debug build's C kernels round differently (tanh/sigmoid differ from the -O3
     # build's in the last bit) and it lands at 1.8e-7.
     "tests/test_sklearn.py::test_sklearn_compatible[ElmanRegressor()-check_methods_subset_invariance]"
+    # The same check for the GRU classifier (float32; predict_proba compared at atol=1e-7,
+    # rtol=1e-7): max difference 3.6e-8 in the -O3 build, 1.42e-7 in the -O1 debug build
+    # (observed at 1.418e-7 against a bound of 1.24e-7, one element of 60).
+    "tests/test_sklearn.py::test_sklearn_compatible_gated_cells[ElmanClassifier(cell='gru')-check_methods_subset_invariance]"
 )
 
 say "pytest tests -q -x under ASan+UBSan (LD_PRELOAD=$PRELOAD)"
