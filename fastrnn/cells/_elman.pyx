@@ -297,6 +297,9 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
     state_grad_norms, grads["state_grad_norms"] (N, T) float64 holds ||dLoss/dS[n, t]||.
     """
     cdef Net n = make_net(X, h0, W_x, W_s, b, activation, lengths)
+    # A batch of one trains on GEMV: no packed copies of W_s (at N = 1 they would double the
+    # call's memory), and training needs no batch invariance (prediction keeps it)
+    n.packed = n.packed and n.N > 1
     dt = X.dtype
     cdef int N = n.N, T = n.T, H = n.H
     grads = {"W_x": np.empty((n.In, H), dt), "W_s": np.empty((H, H), dt), "b": np.empty(H, dt)}

@@ -383,6 +383,9 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
     grads["state_grad_norms"] (N, T) float64 holds ||dLoss/dh[n, t]||.
     """
     cdef Net n = make_net(X, h0, W_x, W_s, b, b_s, lengths)
+    # A batch of one trains on GEMV: no packed copies of W_s (at N = 1 they would double the
+    # call's memory), and training needs no batch invariance (prediction keeps it)
+    n.packed = n.packed and n.N > 1
     dt = X.dtype
     cdef int N = n.N, T = n.T, H = n.H
     grads = {"W_x": np.empty((n.In, 3 * H), dt), "W_s": np.empty((H, 3 * H), dt),

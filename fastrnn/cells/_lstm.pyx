@@ -423,6 +423,9 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray c0,
     ||dLoss/dh[n, t]|| and ||dLoss/dc[n, t]||.
     """
     cdef Net n = make_net(X, h0, c0, W_x, W_s, b, forget_gate, lengths)
+    # A batch of one trains on GEMV: no packed copies of W_s (at N = 1 they would double the
+    # call's memory), and training needs no batch invariance (prediction keeps it)
+    n.packed = n.packed and n.N > 1
     dt = X.dtype
     cdef int N = n.N, T = n.T, H = n.H
     grads = {"W_x": np.empty((n.In, 4 * H), dt), "W_s": np.empty((H, 4 * H), dt),
