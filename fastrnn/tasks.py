@@ -48,11 +48,13 @@ def two_sequence_lag(n_sequences, p, seed=0, dtype="float32"):
     return X, symbols[:, 1:]
 
 
-def two_sequence_lag_solved(model, p, last_only=False):
+def two_sequence_lag_solved(model, p, last_only=False, confidence=0.0):
     """The published criterion: every next-symbol prediction (argmax) right, on both
     sequences, the last one included. last_only: only the one non-trivial prediction, the
     last symbol (which only the first determines), right for both kinds of sequence - the
-    criterion when the net is trained on the last step only."""
+    criterion when the net is trained on the last step only. confidence: also require the
+    right symbol's probability to be at least this (a net sitting at the 50/50 marginal
+    can get both argmaxes right by a hair; confidence=0.9 rules that out)."""
     X, Y = two_sequence_lag(2, p)
     X[0, 0], X[1, 0] = 0, 0
     X[0, 0, p - 1], X[1, 0, p] = 1, 1                           # one of each
@@ -60,8 +62,9 @@ def two_sequence_lag_solved(model, p, last_only=False):
     Y[0, -1], Y[1, -1] = p - 1, p
     probs, _ = model.forward(X.astype(model.dtype))
     if last_only:
-        return bool((probs[:, -1].argmax(axis=1) == Y[:, -1]).all())
-    return bool((probs.argmax(axis=2) == Y).all())
+        probs, Y = probs[:, -1:], Y[:, -1:]
+    right = np.take_along_axis(probs, Y[:, :, None], axis=2)[:, :, 0]
+    return bool(((probs.argmax(axis=2) == Y) & (right >= confidence)).all())
 
 
 def adding_problem(n_sequences, T, seed=0, dtype="float32"):

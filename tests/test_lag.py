@@ -48,6 +48,14 @@ def test_two_sequence_criteria(p):
         for kind in (p - 1, p):
             oracle = TwoSequenceOracle(p, wrong_last=(kind,))
             assert not tasks.two_sequence_lag_solved(oracle, p, last_only=last_only)
+    # right, but only by a hair: passes H&S's argmax test, not the confident one
+    hair = TwoSequenceOracle(p)
+    forward = hair.forward
+    hair.forward = lambda X: (0.5 * forward(X)[0] + 0.5 / (p + 1), None)
+    assert tasks.two_sequence_lag_solved(hair, p, last_only=True)
+    assert tasks.two_sequence_lag_solved(hair, p, last_only=True, confidence=0.5)
+    assert not tasks.two_sequence_lag_solved(hair, p, last_only=True, confidence=0.9)
+    assert tasks.two_sequence_lag_solved(TwoSequenceOracle(p), p, confidence=0.9)
     # a trivial prediction wrong: fails every-step scoring only
     oracle = TwoSequenceOracle(p, wrong_trivial=True)
     assert not tasks.two_sequence_lag_solved(oracle, p)
@@ -127,7 +135,10 @@ def test_fit_until_solved_stops_at_success_and_counts_sequences():
                              batch_size=8, check_every=2)
     assert r["solved"] and not r["diverged"] and r["skipped_steps"] == 0
     assert r["sequences"] % 16 == 0 and 0 < r["sequences"] < 50_000
-    assert tasks.two_sequence_lag_solved(model, 5, last_only=True)
+    # training went on until the confident test held, and stopped there
+    assert r["solved_confident"]
+    assert r["sequences"] <= r["sequences_confident"] == r["sequences_trained"]
+    assert tasks.two_sequence_lag_solved(model, 5, last_only=True, confidence=0.9)
 
 
 def test_budget_is_respected_exactly():
@@ -137,6 +148,7 @@ def test_budget_is_respected_exactly():
         r = lag.fit_until_solved(model, "adding", 20, "elman/plain", 0, budget,
                                  batch_size=4, check_every=5)
         assert not r["solved"] and r["sequences"] == budget
+        assert not r["solved_confident"] and r["sequences_trained"] == budget
 
 
 def test_adding_success_is_tested_only_below_the_training_error_gate(monkeypatch):
@@ -144,7 +156,7 @@ def test_adding_success_is_tested_only_below_the_training_error_gate(monkeypatch
     last test is below 0.01; with a model that never gets there, never."""
     calls = []
     monkeypatch.setattr(lag.Adding, "solved",
-                        lambda self, *a, **k: calls.append(1) or False)
+                        lambda self, *a, **k: calls.append(1) or (False, False))
     task = lag.TASKS["adding"]
     model = lag.SETTINGS["elman/plain"].model(task, 10, 0, 4)
     lag.fit_until_solved(model, "adding", 10, "elman/plain", 0, 200, batch_size=10,
@@ -188,6 +200,11 @@ def test_summarise_and_table():
     text = "\n".join(lag.format_table(rows))
     assert "80% (4/5)" in text and "2,500" in text and ">300,000" in text
     assert "0.0400" in text and "H&S LSTM: 100%" in text
+    for r in runs[:5]:                 # the confident test: seeds 0 and 1 only
+        r.update(solved_confident=r["seed"] < 2, sequences_confident=2 * r["sequences"])
+    row = lag.summarise(runs)[0]
+    assert row["confident_success"] == 0.4 and row["confident_median_sequences"] == 4000
+    assert "40% (2/5)" in "\n".join(lag.format_table([row]))
 
 
 def test_published_figures():
