@@ -77,9 +77,9 @@ def test_fastrnn_command_quick(capsys):
 
 def test_subcommands_dispatch(tmp_path, capsys):
     from fastrnn.apps.cli import main
-    assert main(["gradflow", "--steps", "10", "--epochs", "1",
+    assert main(["gradflow", "--steps", "10", "--budget", "64",
                  "--out", str(tmp_path / "flow.png")]) == 0
     assert (tmp_path / "flow.png").stat().st_size > 1000
-    assert main(["lag", "--lags", "4", "--seeds", "1", "--budget", "400", "--jobs", "1",
-                 "--out", ""]) == 0
+    assert main(["lag", "--lags", "4", "--T", "8", "--seeds", "1", "--budget", "400",
+                 "--jobs", "1", "--out", ""]) == 0
     assert "lag" in capsys.readouterr().out

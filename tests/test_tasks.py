@@ -53,6 +53,14 @@ def test_adding_problem_definition(T):
     assert len(np.unique(first_marks)) >= min(10, T // 2 - 1)
 
 
+def test_adding_trivial_mse_is_var_of_target():
+    """Always predicting 0.5 gives MSE = Var(X1 + X2) / 16 = (2/3) / 16 = 1/24 (a little
+    less, because a marked first pair's value is 0)."""
+    _, Y, _ = tasks.adding_problem(20_000, 100, seed=4, dtype="float64")
+    mse = np.mean((Y - 0.5) ** 2)
+    assert 1 / 24 * 0.9 < mse < 1 / 24 * 0.99     # expected ~0.94 / 24 at T = 100
+
+
 def test_temporal_order_definition():
     L, n = 100, 1000
     X, Y = tasks.temporal_order(n, L, seed=3)
