@@ -93,8 +93,9 @@ def test_plots_return_figures(tmp_path):
 
 def test_lag_command_quick(tmp_path):
     from fastrnn.apps import lag
-    rows = lag.main(["--lags", "4", "--seeds", "2", "--budget", "2000", "--jobs", "1",
+    rows = lag.main(["--task", "two_sequence", "--settings", "elman/orth+clip", "--lags", "4",
+                     "--seeds", "2", "--budget", "2000", "--jobs", "1",
                      "--out", str(tmp_path / "lag.png"), "--json", str(tmp_path / "l.json")])
-    assert rows[0]["lag"] == 4
-    assert rows[0]["clipped"]["success"] == 1.0          # lag 4 is easy with clipping
+    assert rows[0]["lag"] == 4 and (rows[0]["cell"], rows[0]["setting"]) == ("elman", "orth+clip")
+    assert rows[0]["success"] == 1.0                     # lag 4 is easy with clipping
     assert (tmp_path / "lag.png").exists() and (tmp_path / "l.json").exists()
