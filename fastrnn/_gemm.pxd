@@ -19,6 +19,12 @@ cdef extern from "fr_gemm.h" nogil:
     void fr_gemm_packed_f64(Py_ssize_t N, Py_ssize_t M, Py_ssize_t K, const double *A,
                             Py_ssize_t lda, const double *Bp, double beta, double *C,
                             Py_ssize_t ldc)
+    # the micro-kernel family in use (fr_gemm.h); for tests and benchmarks
+    int fr_gemm_isa(int request)
+    enum:
+        FR_GEMM_GENERIC
+        FR_GEMM_AVX2
+        FR_GEMM_AVX512
 
 
 cdef inline void pack_b(const floating *B, Py_ssize_t ldb, Py_ssize_t K, Py_ssize_t M,

@@ -11,28 +11,12 @@ cimport numpy as cnp
 from cython cimport floating
 
 from fastrnn._blas cimport gemm, gemm_step
+from fastrnn._gemm cimport (FR_GEMM_AVX2, FR_GEMM_AVX512, FR_GEMM_GENERIC, fr_gemm_isa,
+                            fr_gemm_packed_f32, fr_gemm_packed_f64, fr_pack_b_f32,
+                            fr_pack_b_f64, fr_packed_size_f32, fr_packed_size_f64)
 
 cnp.import_array()
 
-
-cdef extern from "fr_gemm.h" nogil:
-    size_t fr_packed_size_f32(Py_ssize_t K, Py_ssize_t M)
-    size_t fr_packed_size_f64(Py_ssize_t K, Py_ssize_t M)
-    void fr_pack_b_f32(const float *B, Py_ssize_t ldb, Py_ssize_t K, Py_ssize_t M, int trans,
-                       float *Bp)
-    void fr_pack_b_f64(const double *B, Py_ssize_t ldb, Py_ssize_t K, Py_ssize_t M, int trans,
-                       double *Bp)
-    void fr_gemm_packed_f32(Py_ssize_t N, Py_ssize_t M, Py_ssize_t K, const float *A,
-                            Py_ssize_t lda, const float *Bp, float beta, float *C,
-                            Py_ssize_t ldc)
-    void fr_gemm_packed_f64(Py_ssize_t N, Py_ssize_t M, Py_ssize_t K, const double *A,
-                            Py_ssize_t lda, const double *Bp, double beta, double *C,
-                            Py_ssize_t ldc)
-    int fr_gemm_isa(int request)
-    enum:
-        FR_GEMM_GENERIC
-        FR_GEMM_AVX2
-        FR_GEMM_AVX512
 
 ISAS = {"generic": FR_GEMM_GENERIC, "avx2": FR_GEMM_AVX2, "avx512": FR_GEMM_AVX512}
 

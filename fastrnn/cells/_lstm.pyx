@@ -371,27 +371,30 @@ def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x, cnp
     cdef void *Cp = data(Cs)
     cdef void *Hp2 = data(Hs2)
     cdef void *Cp2 = data(Cs2)
-    # Recompute the gates of every step from the given states: Z = X W_x + h_{t-1} W_s, then
-    # the fused kernel (its new states go to scratch; the given ones are the h_{t-1}, c_{t-1})
-    n.Cs = Cp2
-    cdef int t, G4 = 4 * H
     if is_float32(X):
         with nogil:
-            gemm(False, False, N * T, G4, I, 1, <const float *> n.X, I,
-                 <const float *> n.W_x, G4, 0, <float *> n.Z, G4)
-            for t in range(T):
-                recompute_gates(&n, <const float *> Hp, <const float *> Cp, <float *> Hp2, t)
-            n.Cs = Cp
-            net_backward(&n, <const float *> Hp, True)
+            backward_from_states(&n, <const float *> Hp, <const float *> Cp, <float *> Hp2,
+                                 <float *> Cp2)
     else:
         with nogil:
-            gemm(False, False, N * T, G4, I, 1, <const double *> n.X, I,
-                 <const double *> n.W_x, G4, 0, <double *> n.Z, G4)
-            for t in range(T):
-                recompute_gates(&n, <const double *> Hp, <const double *> Cp, <double *> Hp2, t)
-            n.Cs = Cp
-            net_backward(&n, <const double *> Hp, True)
+            backward_from_states(&n, <const double *> Hp, <const double *> Cp,
+                                 <double *> Hp2, <double *> Cp2)
     return grads
+
+
+cdef void backward_from_states(Net *n, const floating *Hs, const floating *Cs,
+                               floating *scratch_H, floating *scratch_C) noexcept nogil:
+    """BPTT from given states: recompute the gates of every step from X and the given
+    h_{t-1}, c_{t-1} (the states they produce go to the scratch arrays), then backward."""
+    cdef int t, G4 = 4 * n.H
+    # Z (N*T, 4H) = X (N*T, I) @ W_x (I, 4H)
+    gemm(False, False, n.N * n.T, G4, n.In, 1, <const floating *> n.X, n.In,
+         <const floating *> n.W_x, G4, 0, <floating *> n.Z, G4)
+    n.Cs = scratch_C
+    for t in range(n.T):
+        recompute_gates(n, Hs, Cs, scratch_H, t)
+    n.Cs = <void *> Cs
+    net_backward(n, Hs, True)
 
 
 cdef void recompute_gates(Net *n, const floating *Hs, const floating *Cs, floating *scratch_H,
