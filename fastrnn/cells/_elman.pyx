@@ -26,7 +26,7 @@ from fastrnn._blas cimport gemm
 from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
 from fastrnn._kernels cimport act_grad, bias_act, colsum
-from fastrnn.cells._recurrence cimport prev_state_gemm, row_norms
+from fastrnn.cells._recurrence cimport first_ld, first_rows, prev_state_gemm, row_norms
 
 from fastrnn._head import release_workspace, workspace
 from fastrnn._threads import packed_products
@@ -41,33 +41,38 @@ cnp.import_array()
 cdef void recur_forward(const floating *X, const floating *h0, const floating *W_x,
                         const floating *W_s, const floating *b, floating *S,
                         const int64_t *lengths, const StepB *Wx, const StepB *Ws,
-                        int N, int T, int I, int H, int act) noexcept nogil:
+                        int N, int T, int I, int H, int act, bint reverse) noexcept nogil:
     """S[:, t] = phi(X[:, t] @ W_x + S[:, t-1] @ W_s + b), S[:, -1] = h0.
 
-    lengths (N,) (NULL: all T): past its end (t >= lengths[n]) a sequence keeps its state,
-    S[n, t] = S[n, t-1], so S[:, T-1] holds every sequence's last valid state. Wx, Ws: W_x
-    and W_s as the products take them (packed, or for BLAS).
+    reverse: run over time backwards instead, S[:, t] from S[:, t+1], S[:, T] = h0 (the
+    second direction of a bidirectional layer; same arrays, the step index walks down).
+    lengths (N,) (NULL: all T): a step t >= lengths[n] is padding, where the sequence keeps
+    the state it has: forwards the last valid one (so S[:, T-1] holds every sequence's last
+    valid state), backwards h0 (so each sequence starts at its own last valid step, as with
+    PyTorch's packed sequences, and S[:, 0] is its final state). Wx, Ws: W_x and W_s as the
+    products take them (packed, or for BLAS).
     """
     cdef int NT = N * T, TH = T * H
-    cdef int t, ld_prev
+    cdef int p, t, ld_prev
     cdef Py_ssize_t n
     cdef const floating *prev
     # S (N*T, H) = X (N*T, I) @ W_x (I, H): the input projection of every step, one GEMM
     step_gemm(Wx, NT, X, I, 0, S, H)
-    for t in range(T):
-        if t == 0:
+    for p in range(T):                  # p: position in processing order, t: the step
+        t = T - 1 - p if reverse else p
+        if p == 0:
             prev, ld_prev = h0, H
         else:
-            prev, ld_prev = S + (t - 1) * H, TH
-        # S[:, t] (N, H) += S[:, t-1] (N, H) @ W_s (H, H)
+            prev, ld_prev = S + (t + 1 if reverse else t - 1) * H, TH
+        # S[:, t] (N, H) += S[:, t-1] (N, H) @ W_s (H, H)      (S[:, t+1] if reverse)
         step_gemm(Ws, N, prev, ld_prev, 1, S + t * H, TH)
         # S[:, t] = phi(S[:, t] + b), in place
         bias_act(S + t * H, N, H, TH, b, act)
         if lengths != NULL:
             for n in range(N):
-                if t >= lengths[n]:     # ended: carry the state (t >= 1 as lengths >= 1)
-                    memcpy(S + n * <Py_ssize_t> TH + t * H,
-                           S + n * <Py_ssize_t> TH + (t - 1) * H, H * sizeof(floating))
+                if t >= lengths[n]:     # padding: keep the state
+                    memcpy(S + n * <Py_ssize_t> TH + t * H, prev + n * <Py_ssize_t> ld_prev,
+                           H * sizeof(floating))
 
 
 cdef void recur_backward(const floating *X, const floating *h0, const floating *W_x,
@@ -75,27 +80,28 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
                          floating *dX, floating *dh0, floating *dW_x, floating *dW_s,
                          floating *db, floating *D, const StepB *WsT,
                          const int64_t *lengths, double *state_norms,
-                         int N, int T, int I, int H, int act) noexcept nogil:
-    """Backpropagation through time.
+                         int N, int T, int I, int H, int act, bint reverse) noexcept nogil:
+    """Backpropagation through time (of recur_forward with the same reverse).
 
     On entry G (N, T, H) holds dLoss/dS from the output layer: at every step if full_dS,
     else only at the last step (G[:, :T-1] is then scratch, never read). On exit G holds
     dA_t = dLoss/d(pre-activation of step t). dX (N, T, I) and dh0 (N, H) may be NULL (not
     wanted). D is an (N, H) scratch buffer. WsT: W_s^T as the per-step products take it
-    (packed, or for BLAS). lengths as in recur_forward: dA is zero past a sequence's end (its
-    carried states get no gradient: nothing past the end is scored). state_norms (N, T) or
-    NULL: receives ||dLoss/dS[n, t]||, the full gradient reaching each state (what the
-    vanishing-gradient diagnostics plot), read off on the way.
+    (packed, or for BLAS). lengths as in recur_forward: dA is zero at padding (its carried
+    states get no gradient: nothing there is scored). state_norms (N, T) or NULL: receives
+    ||dLoss/dS[n, t]||, the full gradient reaching each state (what the vanishing-gradient
+    diagnostics plot), read off on the way.
     """
     cdef int NT = N * T, TH = T * H
-    cdef int t
+    cdef int p, t, step = -1 if reverse else 1
     cdef Py_ssize_t n                   # element offsets may exceed 2**31
     cdef floating beta = 1 if full_dS else 0
-    # dA_t = (dS_t + dA_{t+1} @ W_s^T) * phi'(S_t), newest step first
-    for t in range(T - 1, -1, -1):
-        if t < T - 1:
-            # G[:, t] (N, H) (+)= G[:, t+1] (N, H) @ W_s^T (H, H)
-            step_gemm(WsT, N, G + (t + 1) * H, TH, beta, G + t * H, TH)
+    # dA_t = (dS_t + dA_{t+1} @ W_s^T) * phi'(S_t), the last processed step first
+    for p in range(T - 1, -1, -1):
+        t = T - 1 - p if reverse else p
+        if p < T - 1:
+            # G[:, t] (N, H) (+)= G[:, t+1] (N, H) @ W_s^T (H, H)      (G[:, t-1] if reverse)
+            step_gemm(WsT, N, G + (t + step) * H, TH, beta, G + t * H, TH)
         if state_norms != NULL:             # G[:, t] is dLoss/dS_t here
             row_norms(G + t * H, N, H, TH, state_norms + t, T)
         # G[:, t] *= phi'(S[:, t])
@@ -110,11 +116,12 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     gemm(True, False, I, H, NT, 1, X, I, G, H, 0, dW_x, H)
     # db (H,) = dA.sum over all rows
     colsum(G, NT, H, H, db)
-    # dW_s (H, H) = sum_t S[:, t-1]^T (H, N) @ dA[:, t] (N, H), S[:, -1] = h0: one GEMM
-    prev_state_gemm(S, h0, G, H, D, dW_s, H, N, T, H, H)
+    # dW_s (H, H) = sum_t S_prev(t)^T (H, N) @ dA[:, t] (N, H), S_prev of the first step = h0
+    prev_state_gemm(S, h0, G, H, D, dW_s, H, N, T, H, H, reverse)
     if dh0 != NULL:
-        # dh0 (N, H) = dA[:, 0] (N, H) @ W_s^T
-        gemm(False, True, N, H, H, 1, G, TH, W_s, H, 0, dh0, H)
+        # dh0 (N, H) = dA at each sequence's first step (N, H) @ W_s^T
+        gemm(False, True, N, H, H, 1, first_rows(G, H, H, D, lengths, N, T, reverse),
+             first_ld(H, H, T, lengths, reverse), W_s, H, 0, dh0, H)
     if dX != NULL:
         # dX (N*T, I) = dA (N*T, H) @ W_x^T (H, I)
         gemm(False, True, NT, I, H, 1, G, H, W_x, H, 0, dX, I)
@@ -142,6 +149,7 @@ ctypedef struct Net:
     const int64_t *lengths  # (N,) valid steps per sequence, or NULL (all T)
     double *state_norms # (N, T) ||dLoss/dS[n, t]||, or NULL
     bint packed         # pack W_s for the per-step products (several rows, 1 BLAS thread)
+    bint reverse        # the recurrence runs backwards in time (see recur_forward)
     void *dX            # (N, T, I) or NULL
     void *dh0           # (N, H) or NULL
     void *dW_x
@@ -157,7 +165,7 @@ cdef void net_forward(Net *n, floating *S) noexcept nogil:
     step_b(&n.Wx, <const floating *> n.W_x, n.H, n.In, n.H, False, n.Wxp)
     recur_forward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.W_x,
                   <const floating *> n.W_s, <const floating *> n.b, S, n.lengths, &n.Wx,
-                  &n.Ws, n.N, n.T, n.In, n.H, n.act)
+                  &n.Ws, n.N, n.T, n.In, n.H, n.act, n.reverse)
 
 
 cdef void net_backward(Net *n, const floating *S, bint full_dS) noexcept nogil:
@@ -167,7 +175,7 @@ cdef void net_backward(Net *n, const floating *S, bint full_dS) noexcept nogil:
                    <const floating *> n.W_s, S, <floating *> n.G, full_dS,
                    <floating *> n.dX, <floating *> n.dh0, <floating *> n.dW_x,
                    <floating *> n.dW_s, <floating *> n.db, <floating *> n.D,
-                   &n.WsT, n.lengths, n.state_norms, n.N, n.T, n.In, n.H, n.act)
+                   &n.WsT, n.lengths, n.state_norms, n.N, n.T, n.In, n.H, n.act, n.reverse)
 
 
 cdef double net_loss_and_grad(Net *n, floating *S) noexcept nogil:
@@ -218,9 +226,11 @@ cdef cnp.ndarray packed_input_weight(Net *n, cnp.ndarray X):
 # (fastrnn._validate): C-contiguous ndarrays of one float dtype, consistent shapes.
 
 def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp.ndarray b,
-            str activation, lengths=None):
-    """S (N, T, H): the states of the recurrence (carried past each sequence's length)."""
+            str activation, lengths=None, bint reverse=False):
+    """S (N, T, H): the states of the recurrence (carried past each sequence's length);
+    reverse: run backwards in time (see recur_forward)."""
     cdef Net n = make_net(X, h0, W_x, W_s, b, activation, lengths)
+    n.reverse = reverse
     cdef cnp.ndarray S = np.empty((n.N, n.T, n.H), dtype=X.dtype)
     Wp = np.empty(packed_shapes(&n, X)[0], X.dtype)
     use_packed(&n, Wp, Wp)
@@ -233,6 +243,57 @@ def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp
         with nogil:
             net_forward(&n, <double *> Sp)
     return S
+
+
+def forward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s,
+                  cnp.ndarray b, str activation, lengths, bint reverse):
+    """((S,), stash): the states (N, T, H) and what backward_train needs besides them (the
+    Elman cell needs nothing more: stash is ()). One layer of a deep or bidirectional
+    network (fastrnn/stack.py); reverse: run backwards in time."""
+    cdef Net n = make_net(X, h0, W_x, W_s, b, activation, lengths)
+    n.reverse = reverse
+    n.packed = n.packed and n.N > 1             # training: GEMV at N = 1, as loss_and_grad
+    cdef cnp.ndarray S = np.empty((n.N, n.T, n.H), dtype=X.dtype)
+    Wp = np.empty(packed_shapes(&n, X)[0], X.dtype)
+    use_packed(&n, Wp, Wp)
+    cdef void *Sp = data(S)
+    if is_float32(X):
+        with nogil:
+            net_forward(&n, <float *> Sp)
+    else:
+        with nogil:
+            net_forward(&n, <double *> Sp)
+    return (S,), ()
+
+
+def backward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s,
+                   cnp.ndarray b, tuple states, tuple stash, cnp.ndarray dS, str activation,
+                   lengths, bint reverse, bint input_grads):
+    """BPTT gradients {"W_x", "W_s", "b"} (and "X", "h0" if input_grads) of the layer that
+    forward_train ran, given dS = dLoss/dS (N, T, H) from outside the recurrence (the output
+    layer or the layer above), which is overwritten (it becomes dA). Zero at padding."""
+    cdef Net n = make_net(X, h0, W_x, W_s, b, activation, lengths)
+    n.reverse = reverse
+    n.packed = n.packed and n.N > 1
+    dt = X.dtype
+    cdef cnp.ndarray S = states[0]
+    grads = {"W_x": np.empty((n.In, n.H), dt), "W_s": np.empty((n.H, n.H), dt),
+             "b": np.empty(n.H, dt)}
+    D, WpT = np.empty((n.N, n.H), dt), np.empty(packed_shapes(&n, X)[1], dt)
+    n.G, n.D = data(dS), data(D)
+    use_packed(&n, WpT, WpT)
+    n.dW_x, n.dW_s, n.db = data(grads["W_x"]), data(grads["W_s"]), data(grads["b"])
+    if input_grads:
+        grads["X"], grads["h0"] = np.empty_like(X), np.empty((n.N, n.H), dt)
+        n.dX, n.dh0 = data(grads["X"]), data(grads["h0"])
+    cdef void *Sp = data(S)
+    if is_float32(X):
+        with nogil:
+            net_backward(&n, <const float *> Sp, True)
+    else:
+        with nogil:
+            net_backward(&n, <const double *> Sp, True)
+    return grads
 
 
 def predict(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp.ndarray b,

@@ -33,7 +33,7 @@ from fastrnn._blas cimport gemm
 from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
 from fastrnn._kernels cimport colsum
-from fastrnn.cells._recurrence cimport prev_state_gemm, row_norms
+from fastrnn.cells._recurrence cimport first_ld, first_rows, prev_state_gemm, row_norms
 
 from fastrnn._head import release_workspace, workspace
 from fastrnn._threads import packed_products
@@ -82,32 +82,36 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *W
                         const floating *W_s, const floating *b, const floating *b_s,
                         const floating *H_in, floating *Hs, floating *A, floating *Sn,
                         floating *R, const int64_t *lengths, const StepB *Wx, const StepB *Ws,
-                        int N, int T, int I, int H) noexcept nogil:
+                        int N, int T, int I, int H, bint reverse) noexcept nogil:
     """Hs (N, T, H): the states; A (N, T, 3H): the activated gates [r, z, n]; Sn (N, T, H):
     s_n of every step. R (N, 3H) is scratch. Wx, Ws: W_x (I, 3H) and W_s (H, 3H) as the
     products take them (packed, or for BLAS).
 
     H_in: the states the recurrence reads as h_{t-1}: Hs itself (the forward pass), or given
     states (the backward pass's recomputation of the gates, which writes its Hs to scratch).
-    lengths (N,) or NULL: past its end a sequence keeps its state.
+    reverse: run backwards in time, step t reading h_{t+1} (h0 before step T-1). lengths (N,)
+    or NULL: a step t >= lengths[n] is padding, where the sequence keeps its state: forwards
+    the last valid one (Hs[:, T-1] is final), backwards h0 (each sequence starts at its own
+    last valid step; Hs[:, 0] is final).
     """
     cdef int G3 = 3 * H, TH = T * H, NT = N * T
-    cdef int lda = T * G3, ldp, t
+    cdef int lda = T * G3, ldp, p, t
     cdef Py_ssize_t n, row
     cdef const floating *hp
     # A (N*T, 3H) = X (N*T, I) @ W_x (I, 3H): the input projection of every step and gate
     step_gemm(Wx, NT, X, I, 0, A, G3)
-    for t in range(T):
-        hp, ldp = (h0, H) if t == 0 else (H_in + (t - 1) * H, TH)
+    for p in range(T):                  # p: position in processing order, t: the step
+        t = T - 1 - p if reverse else p
+        hp, ldp = (h0, H) if p == 0 else (H_in + (t + 1 if reverse else t - 1) * H, TH)
         # R (N, 3H) = h_{t-1} (N, H) @ W_s (H, 3H)
         step_gemm(Ws, N, hp, ldp, 0, R, G3)
         # gates from A[:, t] + b and R + b_s, h_t, s_n: one fused sweep
         gates_forward(A + t * G3, lda, b, R, b_s, hp, ldp, Hs + t * H, Sn + t * H, TH, N, H)
         if lengths != NULL:
             for n in range(N):
-                if t >= lengths[n]:     # ended: carry the state (t >= 1 as lengths >= 1)
-                    row = n * <Py_ssize_t> TH + t * H
-                    memcpy(Hs + row, H_in + row - H, H * sizeof(floating))
+                if t >= lengths[n]:     # padding: keep the state
+                    memcpy(Hs + n * <Py_ssize_t> TH + t * H, hp + n * <Py_ssize_t> ldp,
+                           H * sizeof(floating))
 
 
 cdef void recur_backward(const floating *X, const floating *h0, const floating *W_x,
@@ -116,8 +120,8 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
                          floating *dW_x, floating *dW_s, floating *db, floating *db_s,
                          floating *D, floating *P, const StepB *WsT_rz, const StepB *WsT_n,
                          const int64_t *lengths, double *state_norms, int N, int T, int I,
-                         int H) noexcept nogil:
-    """Backpropagation through time.
+                         int H, bint reverse) noexcept nogil:
+    """Backpropagation through time (of recur_forward with the same reverse).
 
     On entry A (N, T, 3H) and Sn (N, T, H) hold the gates and s_n of recur_forward, dH
     (N, T, H) dLoss/dHs from the output layer: at every step if full_dH, else only at the
@@ -129,24 +133,34 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     state_norms (N, T) or NULL: receives ||dLoss/dh_t||.
     """
     cdef int G3 = 3 * H, H2 = 2 * H, TH = T * H, NT = N * T
-    cdef int lda = T * G3, ldp, t
+    cdef int lda = T * G3, ldp, p, t, step = -1 if reverse else 1
     cdef Py_ssize_t n
     cdef floating beta = 1 if full_dH else 0
     cdef const floating *hp
+    # with reverse and lengths, a sequence's first processed step (lengths[n] - 1) is not the
+    # last one this loop visits: the carry into dh0 is taken there
+    cdef bint dh0_in_loop = reverse and lengths != NULL and dh0 != NULL
     memset(P, 0, N * <Py_ssize_t> H * sizeof(floating))
-    for t in range(T - 1, -1, -1):
-        if t < T - 1:
+    for p in range(T - 1, -1, -1):
+        t = T - 1 - p if reverse else p
+        if p < T - 1:
             # dH[:, t] (N, H) (+)= dza[:, t+1, r|z] (N, 2H) @ W_s[:, r|z]^T (2H, H)
             #                     + dzs_n[:, t+1] (N, H) @ W_s[:, n]^T (H, H)
-            step_gemm(WsT_rz, N, A + (t + 1) * G3, lda, beta, dH + t * H, TH)
-            step_gemm(WsT_n, N, Sn + (t + 1) * H, TH, 1, dH + t * H, TH)
+            # (step t-1's if reverse)
+            step_gemm(WsT_rz, N, A + (t + step) * G3, lda, beta, dH + t * H, TH)
+            step_gemm(WsT_n, N, Sn + (t + step) * H, TH, 1, dH + t * H, TH)
         if lengths != NULL:
             for n in range(N):
-                if t >= lengths[n]:     # ended: no gradient reaches or leaves this step
+                if t >= lengths[n]:     # padding: no gradient reaches or leaves this step
                     memset(dH + n * <Py_ssize_t> TH + t * H, 0, H * sizeof(floating))
-        hp, ldp = (h0, H) if t == 0 else (Hs + (t - 1) * H, TH)
+                    memset(P + n * H, 0, H * sizeof(floating))
+        hp, ldp = (h0, H) if p == 0 else (Hs + (t - step) * H, TH)     # h before step t
         # dh_t = dH + P (kept in dH); the gates' gradients in place; P <- dh_t * z_t
         gates_backward(A + t * G3, lda, Sn + t * H, dH + t * H, TH, P, hp, ldp, N, H)
+        if dh0_in_loop:
+            for n in range(N):
+                if t == lengths[n] - 1:
+                    memcpy(dh0 + n * H, P + n * H, H * sizeof(floating))
         if state_norms != NULL:             # dH[:, t] is the total dLoss/dh_t here
             row_norms(dH + t * H, N, H, TH, state_norms + t, T)
         if lengths != NULL:
@@ -164,14 +178,20 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     memcpy(db_s, db, H2 * sizeof(floating))
     colsum(Sn, NT, H, H, db_s + H2)
     # dW_s[:, r|z] (H, 2H) = sum_t h_{t-1}^T (H, N) @ dza_t[:, r|z] (N, 2H), h_{-1} = h0
-    prev_state_gemm(Hs, h0, A, G3, D, dW_s, G3, N, T, H, H2)
+    prev_state_gemm(Hs, h0, A, G3, D, dW_s, G3, N, T, H, H2, reverse)
     # dW_s[:, n] (H, H) = sum_t h_{t-1}^T (H, N) @ dzs_n_t (N, H)
-    prev_state_gemm(Hs, h0, Sn, H, D, dW_s + H2, G3, N, T, H, H)
+    prev_state_gemm(Hs, h0, Sn, H, D, dW_s + H2, G3, N, T, H, H, reverse)
     if dh0 != NULL:
-        # dh0 (N, H) = P + dza[:, 0, r|z] (N, 2H) @ W_s[:, r|z]^T + dzs_n[:, 0] @ W_s[:, n]^T
-        memcpy(dh0, P, N * <Py_ssize_t> H * sizeof(floating))
-        gemm(False, True, N, H, H2, 1, A, lda, W_s, G3, 1, dh0, H)
-        gemm(False, True, N, H, H, 1, Sn, TH, W_s + H2, G3, 1, dh0, H)
+        # dh0 (N, H) = P + dza[:, first, r|z] (N, 2H) @ W_s[:, r|z]^T
+        #                + dzs_n[:, first] (N, H) @ W_s[:, n]^T,
+        # first: each sequence's first processed step (its rows gathered into D's blocks
+        # when they differ by sequence)
+        if not dh0_in_loop:
+            memcpy(dh0, P, N * <Py_ssize_t> H * sizeof(floating))
+        gemm(False, True, N, H, H2, 1, first_rows(A, G3, G3, D, lengths, N, T, reverse),
+             first_ld(G3, G3, T, lengths, reverse), W_s, G3, 1, dh0, H)
+        gemm(False, True, N, H, H, 1, first_rows(Sn, H, G3, D + H2, lengths, N, T, reverse),
+             first_ld(H, G3, T, lengths, reverse), W_s + H2, G3, 1, dh0, H)
     if dX != NULL:
         # dX (N*T, I) = dza (N*T, 3H) @ W_x^T (3H, I)
         gemm(False, True, NT, I, G3, 1, A, G3, W_x, G3, 0, dX, I)
@@ -202,6 +222,7 @@ ctypedef struct Net:
     const int64_t *lengths  # (N,) valid steps per sequence, or NULL (all T)
     double *state_norms # (N, T) ||dLoss/dh[n, t]||, or NULL
     bint packed         # pack W_s for the per-step products (several rows, 1 BLAS thread)
+    bint reverse        # the recurrence runs backwards in time (see recur_forward)
     void *dX
     void *dh0
     void *dW_x
@@ -219,7 +240,7 @@ cdef void net_forward(Net *n, const floating *H_in, floating *Hs) noexcept nogil
     recur_forward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.W_x,
                   <const floating *> n.W_s, <const floating *> n.b, <const floating *> n.b_s,
                   H_in, Hs, <floating *> n.A, <floating *> n.Sn, <floating *> n.R,
-                  n.lengths, &n.Wx, &n.Ws, n.N, n.T, n.In, n.H)
+                  n.lengths, &n.Wx, &n.Ws, n.N, n.T, n.In, n.H, n.reverse)
 
 
 cdef void net_backward(Net *n, const floating *Hs, bint full_dH) noexcept nogil:
@@ -232,7 +253,8 @@ cdef void net_backward(Net *n, const floating *Hs, bint full_dH) noexcept nogil:
                    <floating *> n.dH, full_dH, <floating *> n.dX, <floating *> n.dh0,
                    <floating *> n.dW_x, <floating *> n.dW_s, <floating *> n.db,
                    <floating *> n.db_s, <floating *> n.D, <floating *> n.R,
-                   &n.WsT_rz, &n.WsT_n, n.lengths, n.state_norms, n.N, n.T, n.In, n.H)
+                   &n.WsT_rz, &n.WsT_n, n.lengths, n.state_norms, n.N, n.T, n.In, n.H,
+                   n.reverse)
 
 
 cdef double net_loss_and_grad(Net *n, floating *Hs) noexcept nogil:
@@ -289,9 +311,11 @@ cdef cnp.ndarray packed_input_weight(Net *n, cnp.ndarray X):
 # (fastrnn._validate): C-contiguous ndarrays of one float dtype, consistent shapes.
 
 def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp.ndarray b,
-            cnp.ndarray b_s, lengths=None):
-    """Hs (N, T, H): the states of every step."""
+            cnp.ndarray b_s, lengths=None, bint reverse=False):
+    """Hs (N, T, H): the states of every step; reverse: run backwards in time (see
+    recur_forward)."""
     cdef Net n = make_net(X, h0, W_x, W_s, b, b_s, lengths)
+    n.reverse = reverse
     dt = X.dtype
     cdef int N = n.N, T = n.T, H = n.H
     cdef cnp.ndarray Hs = np.empty((N, T, H), dt)
@@ -308,6 +332,67 @@ def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp
         with nogil:
             net_forward(&n, <const double *> Hp, <double *> Hp)
     return Hs
+
+
+def forward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s,
+                  cnp.ndarray b, cnp.ndarray b_s, lengths, bint reverse):
+    """((Hs,), stash): the states (N, T, H) and what backward_train needs besides them (the
+    activated gates A (N, T, 3H) and s_n (N, T, H)). One layer of a deep or bidirectional
+    network (fastrnn/stack.py); reverse: run backwards in time."""
+    cdef Net n = make_net(X, h0, W_x, W_s, b, b_s, lengths)
+    n.reverse = reverse
+    n.packed = n.packed and n.N > 1             # training: GEMV at N = 1, as loss_and_grad
+    dt = X.dtype
+    cdef int N = n.N, T = n.T, H = n.H
+    cdef cnp.ndarray Hs = np.empty((N, T, H), dt)
+    A, Sn, R = np.empty((N, T, 3 * H), dt), np.empty((N, T, H), dt), np.empty((N, 3 * H), dt)
+    Wp = np.empty(packed_shapes(&n, X)[0], dt)
+    n.A, n.Sn, n.R = data(A), data(Sn), data(R)
+    use_packed(&n, Wp, Wp, Wp)
+    cdef void *Hp = data(Hs)
+    if is_float32(X):
+        with nogil:
+            net_forward(&n, <const float *> Hp, <float *> Hp)
+    else:
+        with nogil:
+            net_forward(&n, <const double *> Hp, <double *> Hp)
+    return (Hs,), (A, Sn)
+
+
+def backward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s,
+                   cnp.ndarray b, cnp.ndarray b_s, tuple states, tuple stash,
+                   cnp.ndarray dHs, lengths, bint reverse, bint input_grads):
+    """BPTT gradients {"W_x", "W_s", "b", "b_s"} (and "X", "h0" if input_grads) of the
+    layer that forward_train ran, given dHs = dLoss/dHs (N, T, H) from outside the
+    recurrence (the output layer or the layer above). dHs and the stash are overwritten.
+    Zero at padding."""
+    cdef Net n = make_net(X, h0, W_x, W_s, b, b_s, lengths)
+    n.reverse = reverse
+    n.packed = n.packed and n.N > 1
+    dt = X.dtype
+    cdef int N = n.N, T = n.T, H = n.H
+    cdef cnp.ndarray Hs = states[0]
+    cdef cnp.ndarray A = stash[0]
+    cdef cnp.ndarray Sn = stash[1]
+    grads = {"W_x": np.empty((n.In, 3 * H), dt), "W_s": np.empty((H, 3 * H), dt),
+             "b": np.empty(3 * H, dt), "b_s": np.empty(3 * H, dt)}
+    D, R = np.empty((N, 3 * H), dt), np.empty((N, 3 * H), dt)
+    Wp, WpT_rz, WpT_n = (np.empty(shape, dt) for shape in packed_shapes(&n, X))
+    n.A, n.Sn, n.R, n.dH, n.D = data(A), data(Sn), data(R), data(dHs), data(D)
+    use_packed(&n, Wp, WpT_rz, WpT_n)
+    n.dW_x, n.dW_s = data(grads["W_x"]), data(grads["W_s"])
+    n.db, n.db_s = data(grads["b"]), data(grads["b_s"])
+    if input_grads:
+        grads["X"], grads["h0"] = np.empty_like(X), np.empty((N, H), dt)
+        n.dX, n.dh0 = data(grads["X"]), data(grads["h0"])
+    cdef void *Hp = data(Hs)
+    if is_float32(X):
+        with nogil:
+            net_backward(&n, <const float *> Hp, True)
+    else:
+        with nogil:
+            net_backward(&n, <const double *> Hp, True)
+    return grads
 
 
 def predict(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp.ndarray b,

@@ -31,7 +31,7 @@ from fastrnn._blas cimport gemm
 from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
 from fastrnn._kernels cimport colsum
-from fastrnn.cells._recurrence cimport prev_state_gemm, row_norms
+from fastrnn.cells._recurrence cimport first_ld, first_rows, prev_state_gemm, row_norms
 
 from fastrnn._head import release_workspace, workspace
 from fastrnn._threads import packed_products
@@ -86,38 +86,43 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *c
                         const floating *W_x, const floating *W_s, const floating *b,
                         floating *Hs, floating *Cs, floating *Z, const int64_t *lengths,
                         const StepB *Wx, const StepB *Ws, bint project, int N, int T,
-                        int I, int H, bint forget_gate) noexcept nogil:
+                        int I, int H, bint forget_gate, bint reverse) noexcept nogil:
     """Hs, Cs (N, T, H): the states; Z (N, T, 4H): the activated gates of every step.
     Wx, Ws: W_x (I, 4H) and W_s (H, 4H) as the products take them (packed, or for BLAS).
 
     project=False: Z already holds X @ W_x (the backward pass's recomputation passes the
-    states it was given and throws the new ones away). lengths (N,) or NULL: past its end a
-    sequence keeps its states (h and c), so Hs[:, T-1], Cs[:, T-1] are its last valid ones.
+    states it was given and throws the new ones away). reverse: run backwards in time, step
+    t reading the states of step t+1 (h0, c0 before step T-1). lengths (N,) or NULL: a step
+    t >= lengths[n] is padding, where the sequence keeps its states (h and c): forwards the
+    last valid ones (so Hs[:, T-1], Cs[:, T-1] are its final states), backwards h0 and c0
+    (each sequence starts at its own last valid step; Hs[:, 0], Cs[:, 0] are final).
     """
     cdef int G4 = 4 * H, TH = T * H, NT = N * T
-    cdef int ldz = T * G4, ldp, t
+    cdef int ldz = T * G4, ldp, p, t
     cdef Py_ssize_t n, row
     cdef const floating *hp
     cdef const floating *cp
     if project:
         # Z (N*T, 4H) = X (N*T, I) @ W_x (I, 4H): the input projection of every step and gate
         step_gemm(Wx, NT, X, I, 0, Z, G4)
-    for t in range(T):
-        if t == 0:
+    for p in range(T):                  # p: position in processing order, t: the step
+        t = T - 1 - p if reverse else p
+        if p == 0:
             hp, cp, ldp = h0, c0, H
         else:
-            hp, cp, ldp = Hs + (t - 1) * H, Cs + (t - 1) * H, TH
-        # Z[:, t] (N, 4H) += h_{t-1} (N, H) @ W_s (H, 4H)
+            row = (t + 1 if reverse else t - 1) * H
+            hp, cp, ldp = Hs + row, Cs + row, TH
+        # Z[:, t] (N, 4H) += h_prev (N, H) @ W_s (H, 4H)
         step_gemm(Ws, N, hp, ldp, 1, Z + t * G4, ldz)
         # gates = act(Z[:, t] + b) in place; c_t, h_t: one fused sweep
         gates_forward(Z + t * G4, ldz, b, cp, ldp, Cs + t * H, Hs + t * H, TH, N, H,
                       forget_gate)
         if lengths != NULL:
             for n in range(N):
-                if t >= lengths[n]:     # ended: carry h and c (t >= 1 as lengths >= 1)
+                if t >= lengths[n]:     # padding: keep h and c
                     row = n * <Py_ssize_t> TH + t * H
-                    memcpy(Hs + row, Hs + row - H, H * sizeof(floating))
-                    memcpy(Cs + row, Cs + row - H, H * sizeof(floating))
+                    memcpy(Hs + row, hp + n * <Py_ssize_t> ldp, H * sizeof(floating))
+                    memcpy(Cs + row, cp + n * <Py_ssize_t> ldp, H * sizeof(floating))
 
 
 cdef void recur_backward(const floating *X, const floating *h0, const floating *c0,
@@ -127,8 +132,9 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
                          floating *dW_x, floating *dW_s, floating *db, floating *D,
                          floating *dc, const StepB *WsT, const int64_t *lengths,
                          double *state_norms, double *cell_norms,
-                         int N, int T, int I, int H, bint forget_gate) noexcept nogil:
-    """Backpropagation through time.
+                         int N, int T, int I, int H, bint forget_gate,
+                         bint reverse) noexcept nogil:
+    """Backpropagation through time (of recur_forward with the same reverse).
 
     On entry Z (N, T, 4H) holds the activated gates of recur_forward, dH (N, T, H)
     dLoss/dHs from the output layer: at every step if full_dH, else only at the last step
@@ -140,19 +146,24 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     state_norms, cell_norms (N, T) or NULL: receive ||dLoss/dh_t||, ||dLoss/dc_t||.
     """
     cdef int G4 = 4 * H, TH = T * H, NT = N * T
-    cdef int ldz = T * G4, ldp, t
+    cdef int ldz = T * G4, ldp, p, t, step = -1 if reverse else 1
     cdef Py_ssize_t n, j, row
     cdef floating beta = 1 if full_dH else 0
     cdef const floating *cp
+    # with reverse and lengths, a sequence's first processed step (lengths[n] - 1) is not the
+    # last one this loop visits: dc0 is taken there
+    cdef bint dc0_in_loop = reverse and lengths != NULL and dc0 != NULL
     memset(dc, 0, N * <Py_ssize_t> H * sizeof(floating))
-    for t in range(T - 1, -1, -1):
-        if t < T - 1:
-            # dH[:, t] (N, H) (+)= dZ[:, t+1] (N, 4H) @ W_s^T (4H, H)
-            step_gemm(WsT, N, Z + (t + 1) * G4, ldz, beta, dH + t * H, TH)
+    for p in range(T - 1, -1, -1):
+        t = T - 1 - p if reverse else p
+        if p < T - 1:
+            # dH[:, t] (N, H) (+)= dZ[:, t+1] (N, 4H) @ W_s^T (4H, H)      (dZ[:, t-1] if reverse)
+            step_gemm(WsT, N, Z + (t + step) * G4, ldz, beta, dH + t * H, TH)
         if lengths != NULL:
             for n in range(N):
-                if t >= lengths[n]:     # ended: no gradient reaches or leaves this step
+                if t >= lengths[n]:     # padding: no gradient reaches or leaves this step
                     memset(dH + n * <Py_ssize_t> TH + t * H, 0, H * sizeof(floating))
+                    memset(dc + n * H, 0, H * sizeof(floating))
         if dC != NULL:
             # dc (N, H) += dC[:, t]: the gradient reaching c_t from outside
             for n in range(N):
@@ -162,10 +173,14 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
                         dc[n * H + j] += dC[row + j]
         if state_norms != NULL:             # dH[:, t] is the total dLoss/dh_t here
             row_norms(dH + t * H, N, H, TH, state_norms + t, T)
-        cp, ldp = (c0, H) if t == 0 else (Cs + (t - 1) * H, TH)
+        cp, ldp = (c0, H) if p == 0 else (Cs + (t - step) * H, TH)   # c before step t
         # dZ[:, t] from the gates, dh_t and dc_t (in place); dc <- dc_t * f_t
         gates_backward(Z + t * G4, ldz, dH + t * H, TH, dc, cp, ldp, Cs + t * H, TH,
                        cell_norms + t if cell_norms != NULL else NULL, T, N, H, forget_gate)
+        if dc0_in_loop:
+            for n in range(N):
+                if t == lengths[n] - 1:
+                    memcpy(dc0 + n * H, dc + n * H, H * sizeof(floating))
         if lengths != NULL:
             for n in range(N):
                 if t >= lengths[n]:
@@ -178,12 +193,13 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     # db (4H,) = dZ.sum over all rows
     colsum(Z, NT, G4, G4, db)
     # dW_s (H, 4H) = sum_t h_{t-1}^T (H, N) @ dZ_t (N, 4H), h_{-1} = h0: one GEMM
-    prev_state_gemm(Hs, h0, Z, G4, D, dW_s, G4, N, T, H, G4)
+    prev_state_gemm(Hs, h0, Z, G4, D, dW_s, G4, N, T, H, G4, reverse)
     if dh0 != NULL:
-        # dh0 (N, H) = dZ[:, 0] (N, 4H) @ W_s^T (4H, H)
-        gemm(False, True, N, H, G4, 1, Z, ldz, W_s, G4, 0, dh0, H)
-    if dc0 != NULL:
-        # dc0 = dLoss/dc_0 * f_0, the carry the loop left
+        # dh0 (N, H) = dZ at each sequence's first processed step (N, 4H) @ W_s^T (4H, H)
+        gemm(False, True, N, H, G4, 1, first_rows(Z, G4, G4, D, lengths, N, T, reverse),
+             first_ld(G4, G4, T, lengths, reverse), W_s, G4, 0, dh0, H)
+    if dc0 != NULL and not dc0_in_loop:
+        # dc0 = dLoss/dc at the first step * f there, the carry the loop left
         memcpy(dc0, dc, N * <Py_ssize_t> H * sizeof(floating))
     if dX != NULL:
         # dX (N*T, I) = dZ (N*T, 4H) @ W_x^T (4H, I)
@@ -216,6 +232,7 @@ ctypedef struct Net:
     double *state_norms # (N, T) ||dLoss/dh[n, t]||, or NULL
     double *cell_norms  # (N, T) ||dLoss/dc[n, t]||, or NULL
     bint packed         # pack W_s for the per-step products (several rows, 1 BLAS thread)
+    bint reverse        # the recurrence runs backwards in time (see recur_forward)
     void *dX
     void *dh0
     void *dc0
@@ -234,7 +251,7 @@ cdef void net_forward(Net *n, floating *Hs, bint project) noexcept nogil:
     recur_forward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.c0,
                   <const floating *> n.W_x, <const floating *> n.W_s, <const floating *> n.b,
                   Hs, <floating *> n.Cs, <floating *> n.Z, n.lengths, &n.Wx, &n.Ws, project,
-                  n.N, n.T, n.In, n.H, n.forget_gate)
+                  n.N, n.T, n.In, n.H, n.forget_gate, n.reverse)
 
 
 cdef void net_backward(Net *n, const floating *Hs, bint full_dH) noexcept nogil:
@@ -247,7 +264,7 @@ cdef void net_backward(Net *n, const floating *Hs, bint full_dH) noexcept nogil:
                    <floating *> n.dc0, <floating *> n.dW_x, <floating *> n.dW_s,
                    <floating *> n.db, <floating *> n.D, <floating *> n.dc,
                    &n.WsT, n.lengths, n.state_norms, n.cell_norms,
-                   n.N, n.T, n.In, n.H, n.forget_gate)
+                   n.N, n.T, n.In, n.H, n.forget_gate, n.reverse)
 
 
 cdef double net_loss_and_grad(Net *n, floating *Hs) noexcept nogil:
@@ -299,9 +316,11 @@ cdef cnp.ndarray packed_input_weight(Net *n, cnp.ndarray X):
 # (fastrnn._validate): C-contiguous ndarrays of one float dtype, consistent shapes.
 
 def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x, cnp.ndarray W_s,
-            cnp.ndarray b, bint forget_gate, lengths=None):
-    """(Hs, Cs), each (N, T, H): the hidden and cell states of every step."""
+            cnp.ndarray b, bint forget_gate, lengths=None, bint reverse=False):
+    """(Hs, Cs), each (N, T, H): the hidden and cell states of every step; reverse: run
+    backwards in time (see recur_forward)."""
     cdef Net n = make_net(X, h0, c0, W_x, W_s, b, forget_gate, lengths)
+    n.reverse = reverse
     dt = X.dtype
     cdef cnp.ndarray Hs = np.empty((n.N, n.T, n.H), dt)
     Cs, Z = np.empty((n.N, n.T, n.H), dt), np.empty((n.N, n.T, 4 * n.H), dt)
@@ -317,6 +336,66 @@ def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x, cnp.
         with nogil:
             net_forward(&n, <double *> Hp, True)
     return Hs, Cs
+
+
+def forward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x,
+                  cnp.ndarray W_s, cnp.ndarray b, bint forget_gate, lengths, bint reverse):
+    """((Hs, Cs), stash): the states, each (N, T, H), and what backward_train needs besides
+    them (the activated gates Z (N, T, 4H)). One layer of a deep or bidirectional network
+    (fastrnn/stack.py); reverse: run backwards in time."""
+    cdef Net n = make_net(X, h0, c0, W_x, W_s, b, forget_gate, lengths)
+    n.reverse = reverse
+    n.packed = n.packed and n.N > 1             # training: GEMV at N = 1, as loss_and_grad
+    dt = X.dtype
+    cdef cnp.ndarray Hs = np.empty((n.N, n.T, n.H), dt)
+    Cs, Z = np.empty((n.N, n.T, n.H), dt), np.empty((n.N, n.T, 4 * n.H), dt)
+    Wp = np.empty(packed_shapes(&n, X)[0], dt)
+    n.Cs, n.Z = data(Cs), data(Z)
+    use_packed(&n, Wp, Wp)
+    cdef void *Hp = data(Hs)
+    if is_float32(X):
+        with nogil:
+            net_forward(&n, <float *> Hp, True)
+    else:
+        with nogil:
+            net_forward(&n, <double *> Hp, True)
+    return (Hs, Cs), (Z,)
+
+
+def backward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x,
+                   cnp.ndarray W_s, cnp.ndarray b, tuple states, tuple stash,
+                   cnp.ndarray dHs, bint forget_gate, lengths, bint reverse, bint input_grads):
+    """BPTT gradients {"W_x", "W_s", "b"} (and "X", "h0", "c0" if input_grads) of the layer
+    that forward_train ran, given dHs = dLoss/dHs (N, T, H) from outside the recurrence (the
+    output layer or the layer above; nothing reaches Cs from outside). dHs and the stash are
+    overwritten. Zero at padding."""
+    cdef Net n = make_net(X, h0, c0, W_x, W_s, b, forget_gate, lengths)
+    n.reverse = reverse
+    n.packed = n.packed and n.N > 1
+    dt = X.dtype
+    cdef int N = n.N, T = n.T, H = n.H
+    cdef cnp.ndarray Hs = states[0]
+    cdef cnp.ndarray Cs = states[1]
+    cdef cnp.ndarray Z = stash[0]
+    grads = {"W_x": np.empty((n.In, 4 * H), dt), "W_s": np.empty((H, 4 * H), dt),
+             "b": np.empty(4 * H, dt)}
+    D, dc = np.empty((N, 4 * H), dt), np.empty((N, H), dt)
+    WpT = np.empty(packed_shapes(&n, X)[1], dt)
+    n.Cs, n.Z, n.dH, n.D, n.dc = data(Cs), data(Z), data(dHs), data(D), data(dc)
+    use_packed(&n, WpT, WpT)
+    n.dW_x, n.dW_s, n.db = data(grads["W_x"]), data(grads["W_s"]), data(grads["b"])
+    if input_grads:
+        grads["X"] = np.empty_like(X)
+        grads["h0"], grads["c0"] = np.empty((N, H), dt), np.empty((N, H), dt)
+        n.dX, n.dh0, n.dc0 = data(grads["X"]), data(grads["h0"]), data(grads["c0"])
+    cdef void *Hp = data(Hs)
+    if is_float32(X):
+        with nogil:
+            net_backward(&n, <const float *> Hp, True)
+    else:
+        with nogil:
+            net_backward(&n, <const double *> Hp, True)
+    return grads
 
 
 def predict(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x, cnp.ndarray W_s,

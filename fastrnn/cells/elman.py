@@ -15,6 +15,7 @@ evaluated for all steps at once, and each weight gradient is one matmul over all
 import numpy as np
 
 from .. import activations, head
+from . import layer
 from .spec import CellSpec, Weight
 
 ELMAN = CellSpec(
@@ -31,8 +32,11 @@ ELMAN = CellSpec(
 )
 
 
-def forward(X, h0, W_x, W_s, b, activation, lengths=None):
-    """S (N, T, H): the states of the recurrence."""
+def forward(X, h0, W_x, W_s, b, activation, lengths=None, reverse=False):
+    """S (N, T, H): the states of the recurrence; reverse: run it backwards in time
+    (fastrnn/cells/layer.py)."""
+    if reverse:
+        return layer.reverse_forward(forward, X, (h0,), (W_x, W_s, b), (activation,), lengths)
     N, T, _ = X.shape
     S = X @ W_x                      # (N, T, H): X_t W_x for every step at once
     S += b
@@ -48,6 +52,20 @@ def forward(X, h0, W_x, W_s, b, activation, lengths=None):
             s_t[ended] = prev[ended]
         prev = s_t
     return S
+
+
+def forward_train(X, h0, W_x, W_s, b, activation, lengths, reverse):
+    """((S,), stash): one layer of a deep or bidirectional network (fastrnn/stack.py)."""
+    return layer.forward_train(forward, X, (h0,), (W_x, W_s, b), (activation,), lengths,
+                               reverse)
+
+
+def backward_train(X, h0, W_x, W_s, b, states, stash, dS, activation, lengths, reverse,
+                   input_grads):
+    """BPTT gradients {"W_x", "W_s", "b"} (and "X", "h0" if input_grads) of the layer that
+    forward_train ran, given dS = dLoss/dS (N, T, H) from outside the recurrence."""
+    return layer.backward_train(backward, ELMAN, X, (h0,), (W_x, W_s, b), states, dS,
+                                (activation,), lengths, reverse, input_grads)
 
 
 def predict(X, h0, W_x, W_s, b, W_y, b_y, activation, output, lengths=None):

@@ -32,6 +32,7 @@ import numpy as np
 from scipy.special import expit
 
 from .. import head
+from . import layer
 from .spec import CellSpec, Weight
 
 GRU = CellSpec(
@@ -49,12 +50,28 @@ GRU = CellSpec(
 )
 
 
-def forward(X, h0, W_x, W_s, b, b_s, lengths=None):
+def forward(X, h0, W_x, W_s, b, b_s, lengths=None, reverse=False):
     """Hs (N, T, H): the states of every step.
 
     X (N, T, I), h0 (N, H), W_x (I, 3H), W_s (H, 3H), b and b_s (3H,), lengths (N,) or None.
+    reverse: run the recurrence backwards in time (fastrnn/cells/layer.py).
     """
+    if reverse:
+        return layer.reverse_forward(forward, X, (h0,), (W_x, W_s, b, b_s), (), lengths)
     return _forward(X, h0, W_x, W_s, b, b_s, lengths)[0]
+
+
+def forward_train(X, h0, W_x, W_s, b, b_s, lengths, reverse):
+    """((Hs,), stash): one layer of a deep or bidirectional network (fastrnn/stack.py)."""
+    return layer.forward_train(forward, X, (h0,), (W_x, W_s, b, b_s), (), lengths, reverse)
+
+
+def backward_train(X, h0, W_x, W_s, b, b_s, states, stash, dHs, lengths, reverse,
+                   input_grads):
+    """BPTT gradients {"W_x", "W_s", "b", "b_s"} (and "X", "h0" if input_grads) of the layer
+    that forward_train ran, given dHs = dLoss/dHs (N, T, H) from outside the recurrence."""
+    return layer.backward_train(backward, GRU, X, (h0,), (W_x, W_s, b, b_s), states, dHs, (),
+                                lengths, reverse, input_grads)
 
 
 def predict(X, h0, W_x, W_s, b, b_s, W_y, b_y, output, lengths=None):

@@ -30,6 +30,7 @@ import numpy as np
 from scipy.special import expit
 
 from .. import _validate, head
+from . import layer
 from .spec import CellSpec, Weight
 
 
@@ -73,13 +74,31 @@ LSTM = CellSpec(
 )
 
 
-def forward(X, h0, c0, W_x, W_s, b, forget_gate, lengths=None):
+def forward(X, h0, c0, W_x, W_s, b, forget_gate, lengths=None, reverse=False):
     """(Hs, Cs), each (N, T, H): the hidden and cell states of every step.
 
     X (N, T, I), h0 and c0 (N, H), W_x (I, 4H), W_s (H, 4H), b (4H,), lengths (N,) or None.
+    reverse: run the recurrence backwards in time (fastrnn/cells/layer.py).
     """
+    if reverse:
+        return layer.reverse_forward(forward, X, (h0, c0), (W_x, W_s, b), (forget_gate,),
+                                     lengths)
     Hs, Cs, _ = _forward(X, h0, c0, W_x, W_s, b, forget_gate, lengths)
     return Hs, Cs
+
+
+def forward_train(X, h0, c0, W_x, W_s, b, forget_gate, lengths, reverse):
+    """((Hs, Cs), stash): one layer of a deep or bidirectional network (fastrnn/stack.py)."""
+    return layer.forward_train(forward, X, (h0, c0), (W_x, W_s, b), (forget_gate,), lengths,
+                               reverse)
+
+
+def backward_train(X, h0, c0, W_x, W_s, b, states, stash, dHs, forget_gate, lengths, reverse,
+                   input_grads):
+    """BPTT gradients {"W_x", "W_s", "b"} (and "X", "h0", "c0" if input_grads) of the layer
+    that forward_train ran, given dHs = dLoss/dHs (N, T, H) from outside the recurrence."""
+    return layer.backward_train(backward, LSTM, X, (h0, c0), (W_x, W_s, b), states, dHs,
+                                (forget_gate,), lengths, reverse, input_grads)
 
 
 def predict(X, h0, c0, W_x, W_s, b, W_y, b_y, forget_gate, output, lengths=None):
