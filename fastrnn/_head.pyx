@@ -122,6 +122,59 @@ cdef list head_setup(Head *h, cnp.ndarray Y, cnp.ndarray W_y, cnp.ndarray b_y, s
 
 
 # ---------------------------------------------------------------------------------------------
+# The head on its own, for networks whose top states are assembled outside one cell's call
+# (deep and bidirectional stacks, fastrnn/stack.py): same signatures as fastrnn/head.py.
+
+def predict(cnp.ndarray S, cnp.ndarray W_y, cnp.ndarray b_y, str output):
+    """Y (N, T, O): the outputs for states S (N, T, H) (softmax probabilities if output is
+    "softmax"); every row computed alike, whatever the batch (packed W_y)."""
+    cdef Head h
+    keep = head_setup(&h, None, W_y, b_y, output, "sequence", None, S.shape[0], S.shape[1],
+                      None)
+    cdef cnp.ndarray Y = np.empty((S.shape[0], S.shape[1], h.O), S.dtype)
+    h.Z = data(Y)
+    cdef int rows = S.shape[0] * S.shape[1], H = S.shape[2]
+    cdef void *Sp = data(S)
+    if is_float32(S):
+        with nogil:
+            head_predict(&h, <const float *> Sp, rows, H)
+    else:
+        with nogil:
+            head_predict(&h, <const double *> Sp, rows, H)
+    return Y
+
+
+def loss_and_grad(cnp.ndarray S, cnp.ndarray W_y, cnp.ndarray b_y, cnp.ndarray Y, str output,
+                  str target, lengths=None):
+    """(loss, dS, dW_y, db_y): the mean loss of the head on states S (N, T, H), its gradient
+    with respect to S (N, T, H) (zero at unscored steps) and to the head's weights. Y: as
+    for a cell's loss_and_grad (validated)."""
+    cdef Head h
+    cdef int N = S.shape[0], T = S.shape[1], H = S.shape[2]
+    grads = {}
+    keep = head_setup(&h, Y, W_y, b_y, output, target, lengths, N, T, grads)
+    Z = np.empty((N if h.last else N * T, h.O), S.dtype)
+    # "last" without lengths writes only dS[:, T-1]: the rest must read as zeros
+    dS = np.zeros((N, T, H), S.dtype) if h.last else np.empty((N, T, H), S.dtype)
+    D = np.empty((N, H), S.dtype)
+    h.Z = data(Z)
+    cdef const int64_t *lp = <const int64_t *> data(lengths) if lengths is not None else NULL
+    cdef void *Sp = data(S)
+    cdef void *Gp = data(dS)
+    cdef void *Dp = data(D)
+    cdef double loss
+    if is_float32(S):
+        with nogil:
+            loss = head_loss_and_grad(&h, <const float *> Sp, <float *> Gp, <float *> Dp, lp,
+                                      N, T, H)
+    else:
+        with nogil:
+            loss = head_loss_and_grad(&h, <const double *> Sp, <double *> Gp, <double *> Dp,
+                                      lp, N, T, H)
+    return loss, dS, grads["W_y"], grads["b_y"]
+
+
+# ---------------------------------------------------------------------------------------------
 # loss_and_grad's internal buffers (states, their gradients, outputs, scratch) are never
 # handed to the caller, so each thread keeps its last set for the next call of the same
 # shapes: a training loop then reuses them instead of mapping fresh pages every step (the

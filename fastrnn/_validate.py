@@ -243,6 +243,94 @@ def recurrence(cell, X, state0, weights, W_y=None, b_y=None, buffers=None, what=
     return X, state0, weights, finished(W_y, "W_y"), finished(b_y, "b_y")
 
 
+def stack(cell, X, state0, weights, W_y, b_y, D, buffers=None, what=""):
+    """Validated (X, state0, weights, W_y, b_y) of a deep or bidirectional network
+    (fastrnn/stack.py): weights a sequence of L*D weight tuples (layer-major, forward
+    before reverse), state0 None or a tuple (one per cell state) of (L*D, N, H) arrays or
+    None (zeros; a one-layer, one-direction network also takes (N, H)). Returns state0 as a
+    list of L*D tuples of (N, H) arrays. Errors name the parameter as the model does
+    ("W_x_l1_reverse"); buffers(N, T, I, H, O) as for recurrence()."""
+    from .cells.spec import layer_name
+    X = float_array(X, "X", "(N, T, I)", finish=False)
+    dt = X.dtype if X.dtype.isnative else X.dtype.newbyteorder("=")
+    N, T, I = X.shape
+    if not isinstance(weights, (list, tuple)) or not weights or len(weights) % D:
+        raise TypeError(f"weights must be a non-empty list of L*D = L*{D} weight tuples "
+                        f"(one per layer and direction); got "
+                        f"{len(weights) if isinstance(weights, (list, tuple)) else type(weights).__name__}")
+    L = len(weights) // D
+    rec = cell.recurrent_weight
+    checked, H = [], None
+    for k, layer_weights in enumerate(weights):
+        layer, reverse = divmod(k, D)
+        names = tuple(layer_name(n, layer, reverse) for n in cell.weight_names)
+        ws = dict(zip(cell.weight_names, arity(layer_weights, names, f"weights[{k}]", cell)))
+        rec_name = layer_name(rec, layer, reverse)
+        W_s = float_array(ws[rec], rec_name, "(H, H)" if cell.n_gates == 1 else
+                          f"(H, {cell.n_gates}H)", dt, finish=False)
+        if H is None:
+            H = W_s.shape[0]
+        width = I if layer == 0 else D * H
+        for spec, name in zip(cell.weights, names):
+            w = ws[spec.name] = float_array(ws[spec.name], name, spec.dims, dt, finish=False)
+            context = (f"X {X.shape}" if layer == 0 else f"the {D * H} states of the layer "
+                       f"below") + f" and hidden size {H}"
+            expect_shape(w, name, spec.shape(width, H), spec.dims.replace("I", "I_l")
+                         if layer else spec.dims, context)
+        checked.append(ws)
+    W_y, b_y = output_layer(W_y, b_y, D * H, dt, finish=False) if W_y is not None else         (None, None)
+    O = 0 if W_y is None else W_y.shape[1]
+    gated = {"GH": cell.n_gates * H} if cell.n_gates > 1 else {}
+    blas_sizes(N=N, T=T, I=max(I, D * H), H=H, O=max(O, 1), **gated)
+    # initial states
+    if state0 is None:
+        state0 = (None,) * len(cell.states)
+    state0 = list(arity(state0, cell.state_args, "state0", cell))
+    dims = f"(L*D, N, H) = {(L * D, N, H)}"
+    for i, name in enumerate(cell.state_args):
+        s = state0[i]
+        if s is None:
+            continue
+        s = float_array(s, name, "(L*D, N, H)" if np.ndim(s) != 2 else "(N, H)", dt,
+                        finish=False)
+        if s.ndim == 2 and L * D == 1:
+            s = s[None]
+        if s.shape != (L * D, N, H):
+            raise ValueError(f"{name} must have shape {dims} (layers times directions, "
+                             f"batch, hidden size) to match X {X.shape}; got {s.shape}")
+        state0[i] = s
+    if buffers is not None:
+        memory(buffers(N, T, I, H, O) * dt.itemsize, what)
+    X = finished(X, "X")
+    weights = []
+    for k, ws in enumerate(checked):
+        layer, reverse = divmod(k, D)
+        weights.append(tuple(finished(ws[n], layer_name(n, layer, reverse))
+                             for n in cell.weight_names))
+    state0 = [np.zeros((L * D, N, H), dt) if s is None else finished(s, name)
+              for s, name in zip(state0, cell.state_args)]
+    state0 = [tuple(np.ascontiguousarray(s[k]) for s in state0) for k in range(L * D)]
+    if W_y is not None:
+        W_y, b_y = finished(W_y, "W_y"), finished(b_y, "b_y")
+    return X, state0, weights, W_y, b_y
+
+
+def dropout_masks(masks, L, N, T, width, dt):
+    """Validated dropout multipliers: None, or L-1 arrays (N, T, width) of dtype dt."""
+    if masks is None:
+        return None
+    if not isinstance(masks, (list, tuple)) or len(masks) != L - 1:
+        raise TypeError(f"dropout_masks must be None or a list of L-1 = {L - 1} arrays "
+                        f"(N, T, D*H); got {type(masks).__name__}")
+    checked = []
+    for i, m in enumerate(masks):
+        m = float_array(m, f"dropout_masks[{i}]", "(N, T, D*H)", dt)
+        expect_shape(m, f"dropout_masks[{i}]", (N, T, width), "(N, T, D*H)",
+                     "X and the layers")
+        checked.append(m)
+    return checked
+
+
 def cell_option(name, value):
     """A cell option's value checked: the Elman cell's activation, the LSTM's forget_gate."""
     if name == "activation":

@@ -20,7 +20,7 @@ steps). Sequence n ends after lengths[n] steps; at later steps its state stays a
 (so S[:, -1] is every sequence's last valid state), nothing is scored and no gradient flows.
 No sorting or packing: the cost is that of the padded batch.
 """
-from . import _validate
+from . import _validate, stack
 from .cells import ELMAN, get_cell
 
 
@@ -189,3 +189,77 @@ def elman_loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation="tanh", outp
     return cell_loss_and_grad(ELMAN, X, Y, (h0,), (W_x, W_s, b), W_y, b_y, (activation,),
                               output, target, backend, input_grads, lengths, return_state,
                               state_grad_norms)
+
+
+# ---------------------------------------------------------------------------------------------
+# Deep and bidirectional networks (fastrnn/stack.py): weights a list of L*D weight tuples,
+# layer-major, the forward direction before the reverse one (PyTorch's order); initial and
+# final states (L*D, N, H) per cell state; W_y (D*H, O).
+
+def _stack_args(cell, backend, options, output, bidirectional):
+    cell = get_cell(cell)
+    options = _options(cell, options)
+    _validate.choice(output, "output", _validate.OUTPUTS)
+    D = 1 + _validate.boolean(bidirectional, "bidirectional")
+    return cell, cell.backend(backend), _head_backend(backend), options, D
+
+
+def _head_backend(backend):
+    if backend == "numpy":
+        from . import head
+        return head
+    from . import _head
+    return _head
+
+
+def stack_predict(cell, X, state0, weights, W_y, b_y, options=(), output="linear",
+                  bidirectional=False, backend="cython", lengths=None):
+    """(Y, S, state) of an L-layer network, D = 2 directions if bidirectional: outputs Y
+    (N, T, O) from the top layer's states S (N, T, D*H) (both directions concatenated) and
+    the final states, a tuple (one per cell state: h; h and c) of (L*D, N, H) arrays in
+    PyTorch's order (forwards each sequence's last valid state, in reverse its state after
+    step 0). state0: None (zeros) or such a tuple (entries may be None)."""
+    cell, be, hd, options, D = _stack_args(cell, backend, options, output, bidirectional)
+    X, state0, weights, W_y, b_y = _validate.stack(
+        cell, X, state0, weights, W_y, b_y, D, what=f"{cell.name}_stack_predict",
+        buffers=lambda N, T, I, H, O: (len(weights) * cell.buffers_per_step + 2 * D) * N * T
+        * H + N * T * O)
+    N, T, _ = X.shape
+    lengths = _validate.lengths(lengths, N, T)
+    return stack.predict(be, hd, X, state0, weights, W_y, b_y, options, output, lengths, D)
+
+
+def stack_loss_and_grad(cell, X, Y, state0, weights, W_y, b_y, options=(), output="linear",
+                        target="sequence", bidirectional=False, backend="cython",
+                        input_grads=False, lengths=None, return_state=False,
+                        dropout_masks=None):
+    """(loss, grads) of an L-layer network (D = 2 directions if bidirectional) with its
+    output layer, as cell_loss_and_grad for one layer.
+
+    target "sequence" scores every step from the top layer's concatenated states; "last"
+    scores, per sequence, the output from each direction's final state (forward at the last
+    valid step, reverse at step 0). grads: "layers", a list of L*D dicts with each
+    (layer, direction)'s weight gradients (in the order of weights), "W_y", "b_y", and if
+    input_grads "X" and the initial states' gradients, (L*D, N, H) each ("h0", "c0").
+    dropout_masks: None, or L-1 arrays (N, T, D*H) multiplying the inputs of layers 1..L-1
+    (inverted dropout: 0 or 1/(1-p)); the gradient is the one given these masks. With
+    return_state, (loss, grads, state) with the final states as in stack_predict.
+    """
+    cell, be, hd, options, D = _stack_args(cell, backend, options, output, bidirectional)
+    _validate.choice(target, "target", _validate.TARGETS)
+    X, state0, weights, W_y, b_y = _validate.stack(
+        cell, X, state0, weights, W_y, b_y, D, what=f"{cell.name}_stack_loss_and_grad",
+        buffers=lambda N, T, I, H, O: (len(weights) * (cell.buffers_per_step + 2) + 2 * D)
+        * N * T * H + 2 * N * T * O + (N * T * I if input_grads else 0))
+    N, T, _ = X.shape
+    H = state0[0][0].shape[1]
+    O = W_y.shape[1]
+    lengths = _validate.lengths(lengths, N, T)
+    Y = _validate.targets(Y, output, target, N, T, O, X.dtype, lengths)
+    masks = _validate.dropout_masks(dropout_masks, len(weights) // D, N, T, D * H, X.dtype)
+    loss, grads, state = stack.loss_and_grad(be, hd, cell, X, Y, state0, weights, W_y, b_y,
+                                             options, output, target, lengths, D,
+                                             bool(input_grads), masks)
+    if return_state:
+        return loss, grads, state
+    return loss, grads

@@ -87,6 +87,25 @@ class CellSpec:
         """{name: shape} of the cell's parameters for this input and hidden size."""
         return {w.name: w.shape(input_size, hidden_size) for w in self.weights}
 
+    def stack_weight_names(self, num_layers=1, bidirectional=False):
+        """The parameter names of a stack, layer by layer, the forward direction before the
+        reverse one (PyTorch's order): a list of L * D tuples in the order of weights.
+        Layer 0's forward direction keeps the plain names ("W_x"), so a one-layer network's
+        parameters are named as before; the others take PyTorch's suffixes ("W_x_l1",
+        "W_x_l0_reverse", "W_x_l1_reverse")."""
+        return [tuple(layer_name(w, layer, reverse) for w in self.weight_names)
+                for layer in range(num_layers) for reverse in range(1 + bool(bidirectional))]
+
+    def stack_weight_shapes(self, input_size, hidden_size, num_layers=1, bidirectional=False):
+        """{name: shape} of every cell parameter of a stack (see stack_weight_names): layer 0
+        reads the input (I features), each layer above the states of the one below (D*H)."""
+        D = 1 + bool(bidirectional)
+        shapes = {}
+        for k, names in enumerate(self.stack_weight_names(num_layers, bidirectional)):
+            width = input_size if k < D else D * hidden_size
+            shapes.update(zip(names, self.weight_shapes(width, hidden_size).values()))
+        return shapes
+
     def backend(self, backend):
         """The module implementing this cell for backend "cython" or "numpy"."""
         _validate.choice(backend, "backend", _validate.BACKENDS)
@@ -106,3 +125,11 @@ class CellSpec:
                     from None
             self._modules[name] = module
         return module
+
+
+def layer_name(name, layer, reverse):
+    """The parameter name of weight `name` in layer `layer` (0-based), direction `reverse`:
+    "W_x", "W_x_l1", "W_x_l0_reverse" (PyTorch's suffixes; layer 0 forwards unsuffixed)."""
+    if layer == 0 and not reverse:
+        return name
+    return f"{name}_l{layer}" + ("_reverse" if reverse else "")
