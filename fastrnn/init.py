@@ -26,7 +26,8 @@ SCHEMES = ("uniform", "glorot", "orthogonal", "identity")
 
 
 def init_params(input_size, hidden_size, output_size, scheme="uniform", rng=None,
-                dtype="float32", spectral_radius=None, cell="elman", **cell_options):
+                dtype="float32", spectral_radius=None, cell="elman", num_layers=1,
+                bidirectional=False, **cell_options):
     """A new dict of parameters for a cell and its output layer, all of the given dtype: for
     the Elman cell W_x (I, H), W_s (H, H), b (H,), W_y (H, O) and b_y (O,).
 
@@ -55,6 +56,10 @@ def init_params(input_size, hidden_size, output_size, scheme="uniform", rng=None
         Elman cell).
     cell : "elman", "lstm", "gru" or a fastrnn.cells.CellSpec
         The cell whose parameters to make.
+    num_layers, bidirectional
+        A stack (fastrnn/stack.py): every layer and direction initialised alike with the
+        scheme, its parameters named as in cell.stack_weight_names ("W_x_l1_reverse"),
+        W_y (D*H, O); "uniform" bounds W_y and b_y by 1/sqrt(D*H), as nn.Linear(D*H, O).
     cell_options
         The cell's own initialisation options, applied after the scheme (drawing from rng
         after it): for the LSTM forget_bias (default 1.0) and chrono (default None); see
@@ -75,38 +80,47 @@ def init_params(input_size, hidden_size, output_size, scheme="uniform", rng=None
             raise ValueError(f"spectral_radius applies to a square recurrent weight (the "
                              f"Elman cell); the {cell.name} cell's {rec} has "
                              f"{cell.n_gates} gate blocks")
+    L = _validate.positive_int(num_layers, "num_layers")
+    D = 1 + _validate.boolean(bidirectional, "bidirectional")
     rng = _generator(rng)
-    shapes = cell.weight_shapes(I, H)
-    shapes.update(head.param_shapes(H, O))
+    layers = cell.stack_weight_names(L, D == 2)        # [(W_x, W_s, b), (W_x_l0_reverse, ...)]
+    shapes = cell.stack_weight_shapes(I, H, L, D == 2)
+    shapes.update(head.param_shapes(D * H, O))
     _validate.memory(sum(math.prod(s) for s in shapes.values()) * 8, "init_params")
 
     if scheme == "uniform":
         # exactly the models' draws: same bound, same order, same cast
-        k = 1.0 / np.sqrt(H)
-        p = {name: rng.uniform(-k, k, size=shape).astype(dt) for name, shape in shapes.items()}
+        k, k_y = 1.0 / np.sqrt(H), 1.0 / np.sqrt(D * H)
+        p = {name: rng.uniform(-(k_y if name in head.PARAMS else k),
+                               k_y if name in head.PARAMS else k, size=shape).astype(dt)
+             for name, shape in shapes.items()}
     else:
         p = {}
-        for w in cell.weights:                     # W_x, then W_s (biases: zero)
-            if w.rows is not None:
-                p[w.name] = np.concatenate(
-                    [_block(scheme, w.name == rec, shapes[w.name][0], H, rng)
-                     for _ in range(w.blocks)], axis=1)
-        p["W_y"] = _block(scheme, False, H, O, rng)
+        for names in layers:
+            for w, name in zip(cell.weights, names):     # W_x, then W_s (biases: zero)
+                if w.rows is not None:
+                    p[name] = np.concatenate(
+                        [_block(scheme, w.name == rec, shapes[name][0], H, rng)
+                         for _ in range(w.blocks)], axis=1)
+        p["W_y"] = _block(scheme, False, D * H, O, rng)
         p = {name: (p[name] if name in p else np.zeros(shape)).astype(dt)
              for name, shape in shapes.items()}
 
-    if spectral_radius is not None:
-        W_s = p[rec].astype(np.float64)
-        radius = _radius(W_s)
-        if radius == 0:
-            raise ValueError(f"cannot rescale {rec} to spectral_radius={target}: the "
-                             f"{scheme!r} scheme gave a {rec} with spectral radius 0")
-        p[rec] = (W_s * (target / radius)).astype(dt)
-    if cell.init_biases is not None:
-        cell.init_biases(p, H, rng, **cell_options)
-    elif cell_options:
-        raise TypeError(f"the {cell.name} cell takes no initialisation options; got "
-                        f"{sorted(cell_options)}")
+    for names in layers:
+        # the cell's own steps, per layer and direction, on a view of that layer's params
+        layer = {w: p[name] for w, name in zip(cell.weight_names, names)}
+        if spectral_radius is not None:
+            W_s = layer[rec].astype(np.float64)
+            radius = _radius(W_s)
+            if radius == 0:
+                raise ValueError(f"cannot rescale {rec} to spectral_radius={target}: the "
+                                 f"{scheme!r} scheme gave a {rec} with spectral radius 0")
+            p[names[cell.weight_names.index(rec)]] = (W_s * (target / radius)).astype(dt)
+        if cell.init_biases is not None:
+            cell.init_biases(layer, H, rng, **cell_options)      # in place on the views
+        elif cell_options:
+            raise TypeError(f"the {cell.name} cell takes no initialisation options; got "
+                            f"{sorted(cell_options)}")
     return p
 
 

@@ -13,8 +13,9 @@ from . import _validate, head
 from .cells import ELMAN
 from .cells import GRU as GRU_CELL
 from .cells import LSTM as LSTM_CELL
-from .functional import cell_loss_and_grad, cell_predict
+from .functional import cell_loss_and_grad, cell_predict, stack_loss_and_grad, stack_predict
 from .init import init_params
+from .stack import dropout_masks as dropout_masks_for
 
 PARAM_NAMES = ELMAN.weight_names + head.PARAMS      # the Elman network's, in file order
 
@@ -26,20 +27,25 @@ class RecurrentModel:
     cell = None
 
     def __init__(self, input_size, hidden_size, output_size, options, output="linear",
-                 dtype="float32", seed=0, backend="cython", init="uniform", init_options=None):
+                 dtype="float32", seed=0, backend="cython", init="uniform", init_options=None,
+                 num_layers=1, bidirectional=False, dropout=0.0):
         self._configure(input_size, hidden_size, output_size, options, output, dtype, seed,
-                        backend)
+                        backend, num_layers, bidirectional, dropout)
         self.init = init
         self.params = init_params(self.input_size, self.hidden_size, self.output_size,
                                   scheme=init, rng=self.seed, dtype=self.dtype,
-                                  cell=self.cell, **(init_options or {}))
+                                  cell=self.cell, num_layers=self.num_layers,
+                                  bidirectional=self.bidirectional, **(init_options or {}))
 
     def _configure(self, input_size, hidden_size, output_size, options, output, dtype, seed,
-                   backend):
+                   backend, num_layers=1, bidirectional=False, dropout=0.0):
         """Check and set every hyperparameter but the initialisation."""
         self.input_size = _validate.positive_int(input_size, "input_size")
         self.hidden_size = _validate.positive_int(hidden_size, "hidden_size")
         self.output_size = _validate.positive_int(output_size, "output_size")
+        self.num_layers = _validate.positive_int(num_layers, "num_layers")
+        self.bidirectional = _validate.boolean(bidirectional, "bidirectional")
+        self.dropout = _validate.fraction(dropout, "dropout")
         for name, value in options.items():
             setattr(self, name, _validate.cell_option(name, value))
         self.output = _validate.choice(output, "output", _validate.OUTPUTS)
@@ -80,11 +86,16 @@ class RecurrentModel:
               "output_size": self.output_size}
         hp.update({name: getattr(self, name) for name in self.cell.options})
         hp.update(output=self.output, dtype=self.dtype.name, backend=self.backend,
-                  seed=self.seed)
+                  seed=self.seed, num_layers=self.num_layers, bidirectional=self.bidirectional,
+                  dropout=self.dropout)
         return hp
 
     def __repr__(self):
         options = "".join(f", {k}={getattr(self, k)!r}" for k in self.cell.options)
+        if self._stacked:
+            options += f", num_layers={self.num_layers}, bidirectional={self.bidirectional}"
+        if self.dropout:
+            options += f", dropout={self.dropout!r}"
         return (f"{type(self).__name__}(input_size={self.input_size}, hidden_size="
                 f"{self.hidden_size}, output_size={self.output_size}{options}, "
                 f"output={self.output!r}, dtype={self.dtype.name!r}, backend={self.backend!r})")
@@ -92,14 +103,30 @@ class RecurrentModel:
     # ---- parameters and states -----------------------------------------------------------
 
     @property
+    def _stacked(self):
+        """More than one layer or direction: computed by fastrnn/stack.py."""
+        return self.num_layers > 1 or self.bidirectional
+
+    @property
+    def _directions(self):
+        return 2 if self.bidirectional else 1
+
+    @property
     def param_names(self):
-        """The parameter keys, the cell's first (in its spec's order), then the head's."""
-        return self.cell.weight_names + head.PARAMS
+        """The parameter keys: the cell's, layer by layer and direction by direction (the
+        spec's order; cell.stack_weight_names: "W_x", ..., "W_x_l0_reverse", ...,
+        "W_x_l1", ...), then the head's."""
+        return tuple(n for names in self._layer_names() for n in names) + head.PARAMS
+
+    def _layer_names(self):
+        return self.cell.stack_weight_names(self.num_layers, self.bidirectional)
 
     def param_shapes(self):
         """{name: shape} of the parameters this model's sizes call for."""
-        shapes = self.cell.weight_shapes(self.input_size, self.hidden_size)
-        shapes.update(head.param_shapes(self.hidden_size, self.output_size))
+        shapes = self.cell.stack_weight_shapes(self.input_size, self.hidden_size,
+                                               self.num_layers, self.bidirectional)
+        shapes.update(head.param_shapes(self._directions * self.hidden_size,
+                                        self.output_size))
         return shapes
 
     def _options(self):
@@ -119,6 +146,9 @@ class RecurrentModel:
             if got != shape:
                 raise ValueError(f"model.params[{name!r}] must have shape {shape} for "
                                  f"{self!r}; got {got if got is not None else type(p[name])}")
+        if self._stacked:
+            return ([tuple(p[k] for k in names) for names in self._layer_names()], p["W_y"],
+                    p["b_y"])
         return tuple(p[k] for k in self.cell.weight_names), p["W_y"], p["b_y"]
 
     def _state0(self, h0):
@@ -148,17 +178,46 @@ class RecurrentModel:
         states S (N, T, H) for inputs X (N, T, I); h0 is the state before step 0 (zeros if
         None; for the LSTM a tuple (h0, c0)). lengths (N,): variable-length sequences.
         With return_state, (Y, S, state): the final state (h (N, H); for the LSTM (h, c)),
-        each sequence's at its last valid step."""
+        each sequence's at its last valid step.
+
+        Several layers or directions: S (N, T, D*H) is the top layer's, both directions
+        concatenated; h0 and the final state are (L*D, N, H) (PyTorch's order: layer by
+        layer, forward before reverse); the reverse direction's final state is its state
+        after step 0. Dropout is never applied here.
+        """
         weights, W_y, b_y = self._weights()
         X = self._input(X)
+        if self._stacked:
+            Y, S, state = stack_predict(self.cell, X, self._state0(h0), weights, W_y, b_y,
+                                        self._options(), self.output, self.bidirectional,
+                                        self.backend, lengths)
+            return (Y, S, self._state_out(state)) if return_state else (Y, S)
         Y, *states = cell_predict(self.cell, X, self._state0(h0), weights, W_y, b_y,
                                   self._options(), self.output, self.backend, lengths)
         if return_state:
             return Y, states[0], self._state_out(tuple(S[:, -1].copy() for S in states))
         return Y, states[0]
 
+    def predict(self, X, h0=None, lengths=None, target="sequence"):
+        """The outputs only: Y (N, T, O) at every step, or with target="last" (N, O) from
+        each sequence's final state (for a bidirectional model: the forward direction's at
+        its last valid step with the reverse direction's after step 0, as loss_and_grad
+        scores target "last"). Probabilities if output="softmax"."""
+        _validate.choice(target, "target", _validate.TARGETS)
+        if target == "sequence":
+            return self.forward(X, h0, lengths)[0]
+        if not self.bidirectional:
+            Y = self.forward(X, h0, lengths)[0]
+            return Y[:, -1]                     # the last valid state is carried to T-1
+        _, _, state = self.forward(X, h0, lengths, return_state=True)
+        h = state[0] if isinstance(state, tuple) else state
+        top = np.concatenate([h[-2], h[-1]], axis=1)[:, None]     # (N, 1, 2H)
+        W_y, b_y = self.params["W_y"], self.params["b_y"]
+        return head.predict(top, W_y, b_y, self.output)[:, 0]
+
     def loss_and_grad(self, X, Y_target, h0=None, target="sequence", *, lengths=None,
-                      return_state=False, state_grad_norms=False, input_grads=False):
+                      return_state=False, state_grad_norms=False, input_grads=False,
+                      dropout_rng=None, dropout_masks=None):
         """(loss, grads): mean loss (MSE for linear output, cross-entropy for softmax) and
         its gradient for every parameter, keyed like params.
 
@@ -168,15 +227,52 @@ class RecurrentModel:
         (for truncated BPTT), as (loss, grads, state). state_grad_norms:
         grads["state_grad_norms"] (N, T), ||dLoss/dh_t|| per sequence and step.
         input_grads: grads also holds "X" and the initial states' gradients.
+
+        Several layers or directions: see forward for the states' shapes; target "last"
+        scores the output from each direction's final state. Dropout (training only):
+        dropout_rng, a numpy Generator, draws fresh masks for this call when the model's
+        dropout > 0 (fit passes its own, seeded); dropout_masks gives them instead (L-1
+        arrays (N, T, D*H) of 0 and 1/(1-dropout)): the gradient is the one given the masks.
+        Both are ignored by a one-layer model (dropout acts between layers, as in PyTorch).
         """
         weights, W_y, b_y = self._weights()
         X = self._input(X)
+        if self._stacked:
+            return self._stack_loss_and_grad(X, Y_target, h0, target, lengths, return_state,
+                                             state_grad_norms, input_grads, dropout_rng,
+                                             dropout_masks)
         out = cell_loss_and_grad(self.cell, X, Y_target, self._state0(h0), weights, W_y, b_y,
                                  self._options(), self.output, target, self.backend,
                                  input_grads, lengths, return_state, state_grad_norms)
         if return_state:
             return out[0], out[1], self._state_out(out[2])
         return out
+
+    def _stack_loss_and_grad(self, X, Y, h0, target, lengths, return_state, state_grad_norms,
+                             input_grads, dropout_rng, dropout_masks):
+        if state_grad_norms:
+            raise ValueError("state_grad_norms is available for one layer and one direction "
+                             f"only; this model has num_layers={self.num_layers}, "
+                             f"bidirectional={self.bidirectional}")
+        weights, W_y, b_y = self._weights()
+        D = self._directions
+        if dropout_masks is None and dropout_rng is not None and self.dropout > 0:
+            N, T, _ = X.shape
+            dropout_masks = dropout_masks_for(dropout_rng, self.dropout, N, T,
+                                              D * self.hidden_size, self.num_layers,
+                                              self.dtype)
+        loss, g, state = stack_loss_and_grad(
+            self.cell, X, Y, self._state0(h0), weights, W_y, b_y, self._options(),
+            self.output, target, self.bidirectional, self.backend, input_grads, lengths,
+            True, dropout_masks)
+        grads = {}
+        for names, layer_grads in zip(self._layer_names(), g.pop("layers")):
+            grads.update({name: layer_grads[w] for w, name in zip(self.cell.weight_names,
+                                                                    names)})
+        grads.update(g)
+        if return_state:
+            return loss, grads, self._state_out(state)
+        return loss, grads
 
     def step(self, x, h=None):
         """One time step of streaming inference: (y, h_new) for input x (N, I) or (I,) and
@@ -187,6 +283,8 @@ class RecurrentModel:
         Built for per-call speed (a few microseconds at batch size one): x and h are fully
         checked, the weights with quick identity, shape, dtype and finiteness tests.
         """
+        if self._stacked:
+            return self._stack_step(x, h)
         single = np.ndim(x) == 1
         x = _validate.float_array(x, "x", "(I,)" if single else "(N, I)", self.dtype,
                                   finish=False, dtype_of="the model")
@@ -223,6 +321,25 @@ class RecurrentModel:
             np.ascontiguousarray(X), *state, *weights, *self._options(), self.output)
         at = (0, 0) if single else (slice(None), 0)
         return Y[at], self._state_out(tuple(S[at] for S in states))
+
+    def _stack_step(self, x, h):
+        """step() of a deep unidirectional model: h (L, N, H) or (L, H) per cell state."""
+        if self.bidirectional:
+            raise ValueError("step() streams a unidirectional model only: the reverse "
+                             "direction of a bidirectional model needs the whole sequence "
+                             "first; use forward(X) (or predict) on the full sequence")
+        single = np.ndim(x) == 1
+        x = _validate.float_array(x, "x", "(I,)" if single else "(N, I)", self.dtype,
+                                  dtype_of="the model")
+        X = x.reshape(1, 1, -1) if single else x[:, None, :]
+        if single and h is not None:            # (L, H) -> (L, 1, H)
+            h = tuple(None if s is None else np.asarray(s)[:, None] for s in h) \
+                if isinstance(h, (tuple, list)) else np.asarray(h)[:, None]
+        Y, _, state = self.forward(X, h, return_state=True)
+        if single:
+            state = tuple(s[:, 0] for s in state) if isinstance(state, tuple) else state[:, 0]
+            return Y[0, 0], state
+        return Y[:, 0], state
 
     def fit(self, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
             clip_norm=5.0, clip_value=None, tbptt=None, lengths=None, target="sequence",
@@ -291,23 +408,36 @@ class ElmanRNN(RecurrentModel):
         If given, W_s is rescaled to this spectral radius after initialisation.
     backend : {"cython", "numpy"}
         Compiled kernels, or the pure-NumPy reference.
+    num_layers : int
+        L stacked layers: layer k's states are layer k+1's inputs (as PyTorch's num_layers).
+    bidirectional : bool
+        Each layer also runs backwards in time (D = 2); the two directions' states are
+        concatenated (2H wide) for the next layer and the output layer. With lengths each
+        sequence's reverse pass starts at its own last valid step. States (h0, the final
+        state) are (L*D, N, H), PyTorch's order; step() refuses a bidirectional model.
+    dropout : float in [0, 1)
+        Inverted dropout on the inputs of layers 1..L-1 (the outputs of every layer but the
+        last, as in PyTorch), in fit only (seeded by fit's seed): never in forward, predict,
+        step or evaluation.
 
     Attributes
     ----------
     params : dict of ndarray
         W_x (I, H), W_s (H, H), b (H,), W_y (H, O), b_y (O,). Optimizers update these
-        arrays in place.
+        arrays in place. Further layers and directions add "W_x_l1", "W_x_l0_reverse", ...
+        (PyTorch's suffixes; layer 0 forwards keeps the plain names), W_y is (D*H, O).
     """
 
     cell = ELMAN
 
     def __init__(self, input_size, hidden_size, output_size, activation="tanh",
                  output="linear", dtype="float32", seed=0, backend="cython", init="uniform",
-                 spectral_radius=None):
+                 spectral_radius=None, num_layers=1, bidirectional=False, dropout=0.0):
         self.spectral_radius = spectral_radius
         super().__init__(input_size, hidden_size, output_size, {"activation": activation},
                          output=output, dtype=dtype, seed=seed, backend=backend, init=init,
-                         init_options={"spectral_radius": spectral_radius})
+                         init_options={"spectral_radius": spectral_radius},
+                         num_layers=num_layers, bidirectional=bidirectional, dropout=dropout)
 
     def _default_options(self, options):
         self.spectral_radius = None
@@ -329,7 +459,8 @@ class LSTM(RecurrentModel):
 
     Parameters
     ----------
-    input_size, hidden_size, output_size, output, dtype, seed, backend
+    input_size, hidden_size, output_size, output, dtype, seed, backend, num_layers,
+    bidirectional, dropout
         As for ElmanRNN.
     init : {"uniform", "glorot", "orthogonal", "identity"}
         As for ElmanRNN, applied to each gate block ("uniform" is PyTorch's nn.LSTM default).
@@ -353,11 +484,12 @@ class LSTM(RecurrentModel):
 
     def __init__(self, input_size, hidden_size, output_size, output="linear",
                  dtype="float32", seed=0, backend="cython", init="uniform", forget_gate=True,
-                 forget_bias=1.0, chrono=None):
+                 forget_bias=1.0, chrono=None, num_layers=1, bidirectional=False, dropout=0.0):
         self.forget_bias, self.chrono = forget_bias, chrono
         super().__init__(input_size, hidden_size, output_size, {"forget_gate": forget_gate},
                          output=output, dtype=dtype, seed=seed, backend=backend, init=init,
-                         init_options={"forget_bias": forget_bias, "chrono": chrono})
+                         init_options={"forget_bias": forget_bias, "chrono": chrono},
+                         num_layers=num_layers, bidirectional=bidirectional, dropout=dropout)
 
     def _default_options(self, options):
         self.forget_bias, self.chrono = None, None
@@ -374,7 +506,8 @@ class GRU(RecurrentModel):
 
     Parameters
     ----------
-    input_size, hidden_size, output_size, output, dtype, seed, backend, init
+    input_size, hidden_size, output_size, output, dtype, seed, backend, init, num_layers,
+    bidirectional, dropout
         As for ElmanRNN ("uniform" is PyTorch's nn.GRU default), init applied to each gate
         block.
 
@@ -388,9 +521,11 @@ class GRU(RecurrentModel):
     cell = GRU_CELL
 
     def __init__(self, input_size, hidden_size, output_size, output="linear",
-                 dtype="float32", seed=0, backend="cython", init="uniform"):
+                 dtype="float32", seed=0, backend="cython", init="uniform", num_layers=1,
+                 bidirectional=False, dropout=0.0):
         super().__init__(input_size, hidden_size, output_size, {}, output=output, dtype=dtype,
-                         seed=seed, backend=backend, init=init)
+                         seed=seed, backend=backend, init=init, num_layers=num_layers,
+                         bidirectional=bidirectional, dropout=dropout)
 
 
 # The model class of each cell, by the cell's name (fastrnn.load builds the right one).

@@ -155,10 +155,9 @@ def evaluate(model, X, Y, lengths=None, target="sequence"):
     """(loss, metric) of the model on validated data: the training loss (MSE or
     cross-entropy, means as in loss_and_grad) and accuracy (softmax) or mean absolute
     error (linear), over the scored steps."""
-    Y_hat, _ = model.forward(X, lengths=lengths)
+    Y_hat = model.predict(X, lengths=lengths, target=target)
     N, T, _ = X.shape
     if target == "last":
-        Y_hat = Y_hat[:, -1]            # the last valid state was carried to T-1
         scored = np.ones(N, bool)
     else:
         scored = (np.ones((N, T), bool) if lengths is None
@@ -181,6 +180,10 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
     _validate.choice(target, "target", _validate.TARGETS)
     if tbptt is not None:
         tbptt = _validate.positive_int(tbptt, "tbptt")
+        if getattr(model, "bidirectional", False):
+            raise ValueError("tbptt (truncated BPTT) needs a unidirectional model: the "
+                             "reverse direction of a bidirectional one reads each sequence "
+                             "from its end, which a chunk does not have; use tbptt=None")
     for name, value in (("clip_norm", clip_norm), ("clip_value", clip_value)):
         if value is not None and not (isinstance(value, (int, float)) and value > 0
                                       and math.isfinite(value)):
@@ -194,6 +197,10 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
         validation_data = check_data(model, Xv, Yv, lv, target, name="X_val")
     opt = make_optimizer(optimizer, model.params, lr)
     rng = np.random.default_rng(model.seed if seed is None else seed)
+    # dropout masks from a stream of their own, so that the shuffling does not depend on
+    # whether the model has dropout
+    dropout_rng = np.random.default_rng(
+        np.random.SeedSequence(model.seed if seed is None else seed).spawn(1)[0])
     callbacks = list(callbacks)
     history = History()
     backup = {k: np.empty_like(v) for k, v in model.params.items()}
@@ -214,7 +221,7 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
                 idx = order[start:start + batch_size]
                 for loss, grads in _batch_steps(model, X[idx], Y[idx],
                                                 None if lengths is None else lengths[idx],
-                                                target, tbptt):
+                                                target, tbptt, dropout_rng):
                     norm = (clip_by_global_norm(grads, clip_norm) if clip_norm
                             else global_norm(grads))
                     if clip_value:
@@ -273,18 +280,21 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
     return history
 
 
-def _batch_steps(model, X, Y, lengths, target, tbptt):
+def _batch_steps(model, X, Y, lengths, target, tbptt, dropout_rng=None):
     """(loss, grads) of each optimizer step for one mini-batch: one step, or with truncated
     BPTT one per chunk of tbptt time steps, each chunk starting from the state the previous
     one ended in (gradients do not cross chunk borders). With target "last", a sequence is
     scored in the chunk that holds its last step; before that its state is only carried.
-    The state is the model's own (h; for the LSTM h and c), carried array by array."""
+    The state is the model's own (h; for the LSTM h and c), carried array by array: (N, H)
+    each, or (L, N, H) for several layers."""
     N, T = X.shape[:2]
     if tbptt is None or tbptt >= T:
-        yield model.loss_and_grad(X, Y, None, target, lengths=lengths)
+        yield model.loss_and_grad(X, Y, None, target, lengths=lengths, dropout_rng=dropout_rng)
         return
     lengths = np.full(N, T) if lengths is None else lengths
-    state = [np.zeros((N, model.hidden_size), model.dtype) for _ in model.cell.states]
+    layers = getattr(model, "num_layers", 1)
+    shape = (N, model.hidden_size) if layers == 1 else (layers, N, model.hidden_size)
+    state = [np.zeros(shape, model.dtype) for _ in model.cell.states]
     for t0 in range(0, T, tbptt):
         t1 = min(t0 + tbptt, T)
         alive = lengths > t0                             # sequences not yet ended
@@ -300,18 +310,25 @@ def _batch_steps(model, X, Y, lengths, target, tbptt):
             continue
         chunk_lengths = np.minimum(lengths[rows] - t0, t1 - t0)
         Yc = Y[rows] if target == "last" else Y[rows, t0:t1]
+        at = _rows(state, rows)
         loss, grads, last = model.loss_and_grad(
-            X[rows, t0:t1], Yc, model._state_out(tuple(s[rows] for s in state)), target,
+            X[rows, t0:t1], Yc, model._state_out(tuple(s[at] for s in state)), target,
             lengths=None if (chunk_lengths == t1 - t0).all() else chunk_lengths,
-            return_state=True)
+            return_state=True, dropout_rng=dropout_rng)
         for s, s_last in zip(state, model._state0(last)):
-            s[rows] = s_last if _validate._all_finite(s_last) else 0   # never carry NaN on
+            s[at] = s_last if _validate._all_finite(s_last) else 0   # never carry NaN on
         yield loss, grads
+
+
+def _rows(state, rows):
+    """The index of these sequences in the state arrays: (N, H), or (L, N, H)."""
+    return (slice(None), rows) if state[0].ndim == 3 else rows
 
 
 def _carry(model, X, state, rows):
     """Advance the given rows of state (a list of (N, H) arrays, in place) over X."""
-    h0 = model._state_out(tuple(s[rows] for s in state))
+    at = _rows(state, rows)
+    h0 = model._state_out(tuple(s[at] for s in state))
     _, _, last = model.forward(X, h0, return_state=True)
     for s, s_last in zip(state, model._state0(last)):
-        s[rows] = s_last
+        s[at] = s_last
