@@ -11,7 +11,7 @@ from ._version import __version__
 from .activations import ACTIVATIONS
 from .functional import (cell_backward, cell_forward, cell_loss_and_grad, cell_predict,
                          elman_backward, elman_forward, elman_loss_and_grad, elman_predict,
-                         get_backend)
+                         get_backend, stack_loss_and_grad, stack_predict)
 from .io import from_torch_state_dict, load, read_metadata, save, to_torch_state_dict
 from .model import GRU, LSTM, ElmanRNN, RecurrentModel
 from .train import Callback, EarlyStopping, History, ModelCheckpoint
@@ -21,4 +21,5 @@ __all__ = ["ACTIVATIONS", "Callback", "EarlyStopping", "ElmanRNN", "GRU", "Histo
            "ModelCheckpoint", "RecurrentModel", "cell_backward", "cell_forward", "cell_loss_and_grad",
            "cell_predict", "elman_backward", "elman_forward", "elman_loss_and_grad", "elman_predict",
            "from_torch_state_dict", "get_backend", "load", "read_metadata", "save",
+           "stack_loss_and_grad", "stack_predict",
            "to_torch_state_dict", "__version__"]
