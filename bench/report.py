@@ -136,6 +136,31 @@ def print_rows(rows):
               f"{r['gflops']:7.1f} GFLOP/s  {r['pct_peak']:5.1f}% peak", flush=True)
 
 
+def stack_rows(threads_list, rounds, peak):
+    """The deep, bidirectional row (workloads.STACK_CONFIG) against PyTorch, and what the
+    stack costs beyond its layers: its time over that of the same one-layer calls."""
+    cell, L, bi, dims = workloads.STACK_CONFIG
+    impls = workloads.stack_implementations(cell, L, bi, *dims)
+    flops = workloads.stack_flops(cell, L, bi, *dims)
+    out = []
+    for threads in threads_list:
+        with set_threads(threads):
+            t = measure(impls, max(2, rounds // 2), warmup_s=0.0, min_calls=2)
+        row = {"cell": cell, "num_layers": L, "bidirectional": bi, "dims": dims,
+               "threads": threads, "median_s": t,
+               "vs_torch": t["torch"] / t["cython"] if "torch" in t else None,
+               "vs_numpy": t["numpy"] / t["cython"],
+               "over_layers": t["cython"] / t["cython_layers"],
+               "pct_peak": 100 * flops / t["cython"] / 1e9 / peak[threads]}
+        out.append(row)
+        vs = f"{row['vs_torch']:5.2f}x" if row["vs_torch"] else "    -"
+        print(f"stack {cell} L={L} bidirectional={bi} {dims} thr={threads}  cython "
+              f"{t['cython'] * 1e3:9.1f} ms  vs torch {vs}  vs numpy {row['vs_numpy']:5.2f}x"
+              f"  {row['pct_peak']:5.1f}% peak  stack / its {L * (2 if bi else 1)} one-layer "
+              f"calls {row['over_layers']:5.3f}", flush=True)
+    return out
+
+
 def sweep(param, values, base, dtype, rounds, threads=1):
     """Time per step of cython and numpy loss_and_grad as one dimension varies."""
     out = []
@@ -190,6 +215,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true",
                     help="3 rounds, no large config, no sweeps")
     ap.add_argument("--no-sweeps", action="store_true")
+    ap.add_argument("--no-stack", action="store_true",
+                    help="leave out the 2-layer bidirectional row")
+    ap.add_argument("--only-stack", action="store_true",
+                    help="only the 2-layer bidirectional row (and the SGEMM peak)")
     ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results",
                                                    "report.json"))
     args = ap.parse_args(argv)
@@ -215,6 +244,10 @@ def main(argv=None):
                                                "num_threads", "filepath")}
                        for i in threadpool_info()],
               "peak_sgemm_gflops": peak, "rows": []}
+    if not args.no_stack:
+        result["stack"] = stack_rows(args.threads, args.rounds, peak)
+    if args.only_stack:
+        args.dtype, args.configs, args.no_sweeps = [], [], True
     for dtype in args.dtype:
         result["rows"] += run_grid(args.configs, args.threads, dtype, args.rounds, peak,
                                    cells=args.cells, jax_too=not args.no_jax)

@@ -164,3 +164,71 @@ def implementations(N, T, I, H, O, dtype="float32", kind="loss_and_grad", torch_
         if j is not None:
             impls["jax"] = j
     return impls
+
+
+# ---- deep and bidirectional stacks ------------------------------------------------------------
+
+STACK_CONFIG = ("lstm", 2, True, (64, 100, 128, 256, 32))   # cell, L, bidirectional, dims
+
+
+def stack_implementations(cell, L, bidirectional, N, T, I, H, O, dtype="float32", seed=0):
+    """{"cython", "numpy", "torch" (if installed)}: loss_and_grad of an L-layer (optionally
+    bidirectional) network and its PyTorch twin (nn.LSTM(num_layers=L, bidirectional=...)
+    + nn.Linear + mse_loss + backward()), on the same weights; and "cython_layers": the
+    one-layer, one-direction calls of the same sizes one after another (layer 0 reads I
+    features, the layers above D*H), to measure what stacking costs beyond its layers."""
+    rng = np.random.default_rng(seed)
+    D = 2 if bidirectional else 1
+    X = rng.standard_normal((N, T, I)).astype(dtype)
+    Y = rng.standard_normal((N, T, O)).astype(dtype)
+    model = MODELS[cell](I, H, O, dtype=dtype, seed=seed, num_layers=L,
+                         bidirectional=bidirectional)
+    impls = {be: (lambda be=be: model.__class__.from_params(
+        model.params, **{**model.hyperparameters(), "backend": be}).loss_and_grad(X, Y))
+        for be in ("cython", "numpy")}
+    singles = [problem(N, T, I if k < D else D * H, H, O, dtype, seed, cell)
+               for k in range(L * D)]
+    single_calls = [fastrnn_impl(Xk, Y, m, "cython") for Xk, _, m in singles]
+    impls["cython_layers"] = lambda: [f() for f in single_calls]
+    try:
+        import torch
+    except ImportError:
+        return impls
+    tdt = torch.float32 if dtype == "float32" else torch.float64
+    module = {"elman": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    rnn = module(I, H, num_layers=L, bidirectional=bidirectional, batch_first=True).to(tdt)
+    lin = torch.nn.Linear(D * H, O).to(tdt)
+    with torch.no_grad():                    # the same weights as the model
+        for k, names in enumerate(model.cell.stack_weight_names(L, bidirectional)):
+            sfx = f"_l{k // D}" + ("_reverse" if k % D else "")
+            w = dict(zip(model.cell.weight_names, (model.params[n] for n in names)))
+            getattr(rnn, "weight_ih" + sfx).copy_(torch.from_numpy(w["W_x"].T.copy()))
+            getattr(rnn, "weight_hh" + sfx).copy_(torch.from_numpy(w["W_s"].T.copy()))
+            getattr(rnn, "bias_ih" + sfx).copy_(torch.from_numpy(w["b"]))
+            getattr(rnn, "bias_hh" + sfx).copy_(torch.from_numpy(w["b_s"]) if "b_s" in w
+                                                else torch.zeros(len(w["b"])))
+        lin.weight.copy_(torch.from_numpy(model.params["W_y"].T.copy()))
+        lin.bias.copy_(torch.from_numpy(model.params["b_y"]))
+    Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+    params = list(rnn.parameters()) + list(lin.parameters())
+
+    def torch_loss_and_grad():
+        for q in params:
+            q.grad = None
+        out, _ = rnn(Xt)
+        loss = torch.nn.functional.mse_loss(lin(out), Yt)
+        loss.backward()
+        return loss.item()
+
+    impls["torch"] = torch_loss_and_grad
+    return impls
+
+
+def stack_flops(cell, L, bidirectional, N, T, I, H, O):
+    """loss_and_grad_flops summed over the layers and directions (layer 0 reads I features,
+    the others D*H), the head counted once, on D*H states."""
+    D = 2 if bidirectional else 1
+    G = GATES[cell]
+    cells = sum(2 * N * T * (2 * G * (I if k < D else D * H) * H + 3 * G * H * H)
+                for k in range(L * D))
+    return cells + 2 * N * T * 3 * D * H * O
