@@ -78,6 +78,14 @@ def positive_real(value, name):
     return value
 
 
+def nonnegative_real(value, name):
+    """value as a finite Python float >= 0 (a penalty such as weight_decay)."""
+    value = real(value, name)
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0; got {value}")
+    return value + 0.0          # -0.0 as 0.0
+
+
 def fraction(value, name):
     """value in [0, 1): a decay rate such as momentum or Adam's betas."""
     value = real(value, name)

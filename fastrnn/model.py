@@ -344,10 +344,10 @@ class RecurrentModel:
     def fit(self, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
             clip_norm=5.0, clip_value=None, tbptt=None, lengths=None, target="sequence",
             validation_data=None, callbacks=(), shuffle=True, progress=None,
-            max_bad_steps=10, seed=None):
+            max_bad_steps=10, seed=None, weight_decay=None, decay_biases=False):
         """Train on X (N, T, I) and targets Y (as for loss_and_grad); returns a History.
 
-        optimizer: "sgd", "adagrad", "rmsprop", "adam", or a fastrnn.optim.Optimizer
+        optimizer: "sgd", "adagrad", "rmsprop", "adam", "adamw", or fastrnn.optim.Optimizer
         (class or instance); lr=None is its default. clip_norm: clip the global gradient
         norm (None: off); clip_value: clip each entry. tbptt=k: truncated BPTT in chunks of
         k steps, the state carried across chunks, one update per chunk. lengths (N,):
@@ -356,14 +356,18 @@ class RecurrentModel:
         progress: tqdm bar; None = only on a terminal. A step with a NaN/inf loss,
         gradient or update is skipped; max_bad_steps in a row raise FloatingPointError.
         seed: of the shuffling (default: the model's seed): the same seed and thread count
-        give bit-identical weights.
+        give bit-identical weights. weight_decay: L2 penalty (decoupled decay for "adamw");
+        None is the optimizer's default (0; AdamW 0.01). decay_biases: decay the 1-D
+        parameters (biases) too. Neither can be given with an Optimizer instance
+        (ValueError: pass them to its constructor).
         """
         from .train import fit
         return fit(self, X, Y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
                    lr=lr, clip_norm=clip_norm, clip_value=clip_value, tbptt=tbptt,
                    lengths=lengths, target=target, validation_data=validation_data,
                    callbacks=callbacks, shuffle=shuffle, progress=progress,
-                   max_bad_steps=max_bad_steps, seed=seed)
+                   max_bad_steps=max_bad_steps, seed=seed, weight_decay=weight_decay,
+                   decay_biases=decay_biases)
 
     def save(self, path, metadata=None):
         """Write the model to path (.npz of the parameters with JSON metadata), atomically:

@@ -13,7 +13,15 @@ Every optimizer writes into the parameter arrays it was given (so a model that h
 sees the update) and allocates nothing per step: its state and one scratch array per
 parameter are allocated once, in __init__, and every step is a sequence of ufuncs with
 out=. Parameters keep their dtype (float32 stays float32). The update rules follow
-PyTorch's torch.optim (SGD, RMSprop, Adam) and Karpathy's min-char-rnn (Adagrad).
+PyTorch's torch.optim (SGD, RMSprop, Adam, AdamW) and Karpathy's min-char-rnn (Adagrad).
+
+Weight decay: every optimizer takes weight_decay (default 0, AdamW's 0.01). SGD, Adagrad,
+RMSProp and Adam add it to the gradient as an L2 penalty before their update, g <- g +
+weight_decay * p, as torch.optim does; AdamW decays the weights themselves, decoupled from
+the gradient, p <- p - lr * weight_decay * p before its Adam step (torch.optim.AdamW).
+Biases are never decayed unless decay_biases=True: a bias is any parameter array with one
+axis (p.ndim == 1: b, b_y, and every layer's or direction's bias under whatever name), so
+the rule follows the arrays' shapes, not their names.
 """
 import math
 import numbers
@@ -22,12 +30,15 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._validate import FLOAT_DTYPES
+from ._validate import boolean as _boolean
 from ._validate import count as _positive_int
 from ._validate import fraction as _fraction
+from ._validate import nonnegative_real as _nonnegative
 from ._validate import positive_real as _positive
 from ._validate import real as _real
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "RMSProp", "Adam", "OPTIMIZERS", "make_optimizer",
+__all__ = ["Optimizer", "SGD", "Adagrad", "RMSProp", "Adam", "AdamW", "OPTIMIZERS",
+           "make_optimizer",
            "StepLR", "ExponentialLR", "CosineLR",
            "global_norm", "clip_by_global_norm", "clip_by_value"]
 
@@ -99,7 +110,9 @@ class Optimizer:
     """Base class: updates params (a dict of float32/float64 arrays) in place.
 
     Subclasses name their per-parameter state arrays in buffer_names, their settings in
-    hyperparameters (validated by _check_hyperparameters) and implement _update.
+    hyperparameters (validated by _check_hyperparameters) and implement _update. Weight
+    decay is done here, around _update, for every subclass: _update sees the decayed
+    gradient (L2) or the decayed weights (decoupled = True, AdamW).
 
     Parameters
     ----------
@@ -111,12 +124,23 @@ class Optimizer:
     schedule : callable epoch -> factor, optional
         The learning rate in epoch e is lr * schedule(e); see StepLR, ExponentialLR,
         CosineLR. None means a constant learning rate.
+    weight_decay : float >= 0
+        L2 penalty: each step uses g + weight_decay * p as the gradient of p (for AdamW,
+        decoupled decay of the weights instead). 0 turns it off.
+    decay_biases : bool
+        Decay the biases too. A bias is any parameter with p.ndim == 1, whatever its name;
+        by default (False) only arrays of two or more axes are decayed.
     """
 
     buffer_names = ()        # per-parameter state arrays, e.g. ("exp_avg", "exp_avg_sq")
-    hyperparameters = ()     # settings saved by state_dict, besides lr
+    hyperparameters = ()     # settings saved by state_dict, besides lr and the decay settings
+    decay_settings = ("weight_decay", "decay_biases")   # saved by state_dict, for every class
+    decoupled = False        # True: decay the weights before _update (AdamW), not the gradient
+    # values of the decay settings for state dicts written before they existed: no decay
+    legacy_defaults = {"weight_decay": 0.0, "decay_biases": False}
 
-    def __init__(self, params, lr, schedule=None, **hyperparameters):
+    def __init__(self, params, lr, schedule=None, weight_decay=0.0, decay_biases=False,
+                 **hyperparameters):
         self.params = _check_params(params)
         self.base_lr = _positive(lr, "lr")
         if schedule is not None and not callable(schedule):
@@ -124,6 +148,7 @@ class Optimizer:
                             f"StepLR(10)); got {schedule!r}")
         self.schedule = schedule
         self.__dict__.update(self._check_hyperparameters(**hyperparameters))
+        self.__dict__.update(_check_decay(weight_decay, decay_biases))
         self.epoch = 0          # epochs completed (epoch_end calls)
         self.steps = 0          # step calls, for Adam's bias correction
         # all per-step memory, allocated once: the state, and one scratch array per
@@ -131,7 +156,26 @@ class Optimizer:
         self.state = {k: {name: np.zeros_like(p) for name in self.buffer_names}
                       for k, p in self.params.items()}
         self._scratch = {k: np.empty_like(p) for k, p in self.params.items()}
+        self._decayed = {}
+        self._setup_decay()
         self._lr = self.base_lr * self._factor(self.epoch)
+
+    def _setup_decay(self):
+        """self._decayed: {key: array} for the parameters that decay (none if weight_decay
+        is 0; biases only with decay_biases). For L2 decay the array is where g + wd * p is
+        built each step, allocated here rather than per step (kept when it exists); for
+        decoupled decay it is None (the weights are decayed in place)."""
+        old = self._decayed
+        self._decayed = {
+            k: None if self.decoupled else old[k] if old.get(k) is not None
+            else np.empty_like(p)
+            for k, p in self.params.items()
+            if self.weight_decay > 0 and (self.decay_biases or p.ndim != 1)}
+
+    @property
+    def _settings(self):
+        """Names of every saved setting besides lr: the class's, then the decay settings."""
+        return self.hyperparameters + self.decay_settings
 
     def _check_hyperparameters(self):
         """{name: validated value} for the subclass's hyperparameters."""
@@ -169,8 +213,17 @@ class Optimizer:
         self._check_grads(grads)
         self.steps += 1
         lr = self._lr
+        wd, decayed = self.weight_decay, self._decayed
         for k, p in self.params.items():
-            self._update(p, grads[k], self._scratch[k], lr, self.state[k])
+            g = grads[k]
+            if k in decayed:
+                if self.decoupled:
+                    p *= 1.0 - lr * wd                  # p <- p - lr * wd * p
+                else:
+                    g = decayed[k]
+                    np.multiply(p, wd, out=g)           # g <- grads[k] + wd * p
+                    g += grads[k]
+            self._update(p, g, self._scratch[k], lr, self.state[k])
 
     def _check_grads(self, grads):
         if not isinstance(grads, Mapping):
@@ -197,7 +250,7 @@ class Optimizer:
         (rebuild it), but the epoch it is at is."""
         d = {"optimizer": type(self).__name__, "lr": self.base_lr, "epoch": self.epoch,
              "steps": self.steps}
-        for name in self.hyperparameters:
+        for name in self._settings:
             d[name] = getattr(self, name)
         for k, bufs in self.state.items():
             for name, buf in bufs.items():
@@ -207,7 +260,9 @@ class Optimizer:
     def load_state_dict(self, d):
         """Restore lr, hyperparameters, epoch, step count and state from state_dict()'s
         output (or np.load of it). Buffers are copied into this optimizer's own arrays, so
-        they keep their identity and dtype. Everything is checked before anything changes."""
+        they keep their identity and dtype. Everything is checked before anything changes.
+        A state dict from before weight decay existed (without weight_decay, decay_biases)
+        loads as the optimizer it came from ran: without decay."""
         if not isinstance(d, Mapping) and not hasattr(d, "files"):     # dict or NpzFile
             raise TypeError(f"load_state_dict expects a dict from state_dict(); got "
                             f"{type(d).__name__}")
@@ -216,7 +271,8 @@ class Optimizer:
         if kind is not None and kind != type(self).__name__:
             raise ValueError(f"state dict is from a {kind} optimizer; cannot load it into "
                              f"{type(self).__name__}")
-        required = ["optimizer", "lr", "epoch", "steps", *self.hyperparameters]
+        required = ["optimizer", "lr", "epoch", "steps", *self.hyperparameters,
+                    *(name for name in self.decay_settings if name not in self.legacy_defaults)]
         missing = [key for key in required if key not in keys]
         if missing:
             raise KeyError(f"state dict is missing {missing}")
@@ -227,6 +283,9 @@ class Optimizer:
                 raise ValueError(f"state dict {name!r} must be an integer >= 0; got {value!r}")
         hyper = self._check_hyperparameters(
             **{name: _scalar(d[name]) for name in self.hyperparameters})
+        hyper.update(_check_decay(**{name: _scalar(d[name]) if name in keys
+                                     else self.legacy_defaults[name]
+                                     for name in self.decay_settings}))
         expected = {_state_key(k, name) for k in self.params for name in self.buffer_names}
         unexpected = sorted(key for key in keys if key.startswith("state/") and
                             key not in expected)
@@ -247,15 +306,21 @@ class Optimizer:
         # all checked: now change
         self.base_lr, self.epoch, self.steps = lr, int(epoch), int(steps)
         self.__dict__.update(hyper)
+        self._setup_decay()
         for k in self.params:
             for name in self.buffer_names:
                 np.copyto(self.state[k][name], buffers[_state_key(k, name)], casting="unsafe")
         self._lr = self.base_lr * self._factor(self.epoch)
 
     def __repr__(self):
-        settings = "".join(f", {name}={getattr(self, name)!r}" for name in self.hyperparameters)
+        settings = "".join(f", {name}={getattr(self, name)!r}" for name in self._settings)
         schedule = "" if self.schedule is None else f", schedule={self.schedule!r}"
         return f"{type(self).__name__}(lr={self.base_lr}{settings}{schedule})"
+
+
+def _check_decay(weight_decay, decay_biases):
+    return {"weight_decay": _nonnegative(weight_decay, "weight_decay"),
+            "decay_biases": _boolean(decay_biases, "decay_biases")}
 
 
 def _state_key(param, buffer):
@@ -282,19 +347,25 @@ def _check_params(params):
 
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum, as torch.optim.SGD
-    (dampening 0, no weight decay):
+    (dampening 0):
 
         buf = momentum * buf + g                          (buf starts at 0)
         p  -= lr * (g + momentum * buf  if nesterov else  buf)
 
     With momentum=0 this is plain p -= lr * g.
+
+    weight_decay > 0 adds an L2 penalty to the gradient first, g <- g + weight_decay * p,
+    as torch.optim.SGD does; biases (parameters with ndim == 1) are not decayed unless
+    decay_biases=True.
     """
 
     buffer_names = ("momentum_buffer",)
     hyperparameters = ("momentum", "nesterov")
 
-    def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, schedule=None):
-        super().__init__(params, lr, schedule, momentum=momentum, nesterov=nesterov)
+    def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, schedule=None,
+                 weight_decay=0.0, decay_biases=False):
+        super().__init__(params, lr, schedule, weight_decay, decay_biases, momentum=momentum,
+                         nesterov=nesterov)
 
     def _check_hyperparameters(self, momentum, nesterov):
         momentum = _fraction(momentum, "momentum")
@@ -328,13 +399,18 @@ class Adagrad(Optimizer):
 
     (torch.optim.Adagrad puts eps outside the root, sqrt(mem) + eps: the same up to
     O(eps / sqrt(mem)).)
+
+    weight_decay > 0 adds an L2 penalty to the gradient first, g <- g + weight_decay * p,
+    as torch.optim.Adagrad does; biases (parameters with ndim == 1) are not decayed unless
+    decay_biases=True.
     """
 
     buffer_names = ("sum",)
     hyperparameters = ("eps",)
 
-    def __init__(self, params, lr=0.1, eps=1e-8, schedule=None):
-        super().__init__(params, lr, schedule, eps=eps)
+    def __init__(self, params, lr=0.1, eps=1e-8, schedule=None, weight_decay=0.0,
+                 decay_biases=False):
+        super().__init__(params, lr, schedule, weight_decay, decay_biases, eps=eps)
 
     def _check_hyperparameters(self, eps):
         return {"eps": _positive(eps, "eps")}
@@ -355,13 +431,19 @@ class RMSProp(Optimizer):
 
         v  = alpha * v + (1 - alpha) * g * g               (v starts at 0)
         p -= lr * g / (sqrt(v) + eps)
+
+    weight_decay > 0 adds an L2 penalty to the gradient first, g <- g + weight_decay * p,
+    as torch.optim.RMSprop does; biases (parameters with ndim == 1) are not decayed unless
+    decay_biases=True.
     """
 
     buffer_names = ("square_avg",)
     hyperparameters = ("alpha", "eps")
 
-    def __init__(self, params, lr=0.001, alpha=0.99, eps=1e-8, schedule=None):
-        super().__init__(params, lr, schedule, alpha=alpha, eps=eps)
+    def __init__(self, params, lr=0.001, alpha=0.99, eps=1e-8, schedule=None,
+                 weight_decay=0.0, decay_biases=False):
+        super().__init__(params, lr, schedule, weight_decay, decay_biases, alpha=alpha,
+                         eps=eps)
 
     def _check_hyperparameters(self, alpha, eps):
         return {"alpha": _fraction(alpha, "alpha"), "eps": _positive(eps, "eps")}
@@ -380,23 +462,30 @@ class RMSProp(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba 2015) with bias correction, as torch.optim.Adam (no weight decay,
-    no amsgrad). At step t = 1, 2, ...:
+    """Adam (Kingma & Ba 2015) with bias correction, as torch.optim.Adam (no amsgrad). At
+    step t = 1, 2, ...:
 
         m  = beta1 * m + (1 - beta1) * g                   (m, v start at 0)
         v  = beta2 * v + (1 - beta2) * g * g
         p -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    weight_decay > 0 adds an L2 penalty to the gradient first, g <- g + weight_decay * p,
+    as torch.optim.Adam does; biases (parameters with ndim == 1) are not decayed unless
+    decay_biases=True. The penalty then goes through m and v like the loss's gradient
+    (Adam rescales it per coordinate); AdamW decouples the decay from the gradient.
     """
 
     buffer_names = ("exp_avg", "exp_avg_sq")
     hyperparameters = ("beta1", "beta2", "eps")
 
-    def __init__(self, params, lr=0.001, betas=(0.9, 0.999), eps=1e-8, schedule=None):
+    def __init__(self, params, lr=0.001, betas=(0.9, 0.999), eps=1e-8, schedule=None,
+                 weight_decay=0.0, decay_biases=False):
         try:
             beta1, beta2 = betas
         except (TypeError, ValueError):
             raise TypeError(f"betas must be a pair (beta1, beta2); got {betas!r}") from None
-        super().__init__(params, lr, schedule, beta1=beta1, beta2=beta2, eps=eps)
+        super().__init__(params, lr, schedule, weight_decay, decay_biases, beta1=beta1,
+                         beta2=beta2, eps=eps)
 
     @property
     def betas(self):
@@ -427,21 +516,46 @@ class Adam(Optimizer):
 
     def __repr__(self):
         schedule = "" if self.schedule is None else f", schedule={self.schedule!r}"
-        return (f"Adam(lr={self.base_lr}, betas={self.betas}, eps={self.eps}{schedule})")
+        return (f"{type(self).__name__}(lr={self.base_lr}, betas={self.betas}, eps={self.eps}, "
+                f"weight_decay={self.weight_decay}, decay_biases={self.decay_biases}"
+                f"{schedule})")
 
 
-OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSProp, "adam": Adam}
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019), as torch.optim.AdamW:
+    at each step the weights decay first,
+
+        p *= 1 - lr * weight_decay
+
+    and then take Adam's step (see Adam) on the loss's gradient g alone, so the decay is
+    not rescaled by m and v. weight_decay defaults to 0.01, as in torch. Biases
+    (parameters with ndim == 1) are not decayed unless decay_biases=True.
+    """
+
+    decoupled = True
+    legacy_defaults = {"decay_biases": False}    # AdamW's state dicts always had weight_decay
+
+    def __init__(self, params, lr=0.001, betas=(0.9, 0.999), eps=1e-8, schedule=None,
+                 weight_decay=0.01, decay_biases=False):
+        super().__init__(params, lr, betas, eps, schedule, weight_decay, decay_biases)
+
+
+OPTIMIZERS = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSProp, "adam": Adam,
+              "adamw": AdamW}
 
 
 def make_optimizer(optimizer, params, lr=None, **kwargs):
-    """An Optimizer for params from a name ("sgd", "adagrad", "rmsprop", "adam", any case),
-    an Optimizer subclass, or an Optimizer instance (returned as it is; it must already hold
-    these params, and lr/kwargs must not be given). lr=None means the optimizer's default;
-    kwargs go to the constructor (momentum=, betas=, schedule=, ...)."""
+    """An Optimizer for params from a name ("sgd", "adagrad", "rmsprop", "adam", "adamw",
+    any case), an Optimizer subclass, or an Optimizer instance (returned as it is; it must
+    already hold these params, and lr/kwargs must not be given). lr=None means the
+    optimizer's default; kwargs go to the constructor (momentum=, betas=, schedule=,
+    weight_decay=, decay_biases=, ...)."""
     if isinstance(optimizer, Optimizer):
         if lr is not None or kwargs:
-            raise ValueError(f"optimizer is already built ({optimizer!r}); lr and other "
-                             f"settings cannot be given with it")
+            given = ", ".join((["lr"] if lr is not None else []) + list(kwargs))
+            raise ValueError(f"optimizer is already built ({optimizer!r}); {given} cannot be "
+                             f"given with it (lr and other settings such as weight_decay "
+                             f"go to its constructor)")
         if (not isinstance(params, Mapping) or params.keys() != optimizer.params.keys()
                 or any(params[k] is not p for k, p in optimizer.params.items())):
             raise ValueError(f"the {type(optimizer).__name__} instance was built for other "

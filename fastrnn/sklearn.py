@@ -56,7 +56,8 @@ class _ElmanBase(BaseEstimator):
                  spectral_radius=None, epochs=50, batch_size=32, optimizer="adam", lr="auto",
                  lr_schedule="cosine", clip_norm=5.0, tbptt=None, dtype="float32",
                  backend="cython", random_state=None, warm_start=False, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, verbose=False, cell="elman"):
+                 validation_fraction=0.1, n_iter_no_change=10, verbose=False, cell="elman",
+                 weight_decay=0.0):
         self.hidden_size = hidden_size
         self.activation = activation
         self.init = init
@@ -77,6 +78,7 @@ class _ElmanBase(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.verbose = verbose
         self.cell = cell
+        self.weight_decay = weight_decay
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -205,7 +207,8 @@ class _ElmanBase(BaseEstimator):
         else:
             cosine = self.lr_schedule == "cosine" and not incremental
             optimizer = make_optimizer(self.optimizer, model.params, self._lr(),
-                                       schedule=CosineLR(epochs) if cosine else None)
+                                       schedule=CosineLR(epochs) if cosine else None,
+                                       weight_decay=self.weight_decay)
             if incremental and previous is not None and type(previous) is type(optimizer):
                 # partial_fit after a fit with a schedule: keep its state (momenta), at
                 # the constant base lr
@@ -290,8 +293,8 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
     epochs : int, default=50
         Passes over the data in fit (partial_fit makes one per call).
     batch_size : int, default=32
-    optimizer : {"adam", "rmsprop", "adagrad", "sgd"} or fastrnn.optim.Optimizer subclass,
-            default="adam"
+    optimizer : {"adam", "adamw", "rmsprop", "adagrad", "sgd"} or fastrnn.optim.Optimizer
+            subclass, default="adam"
     lr : float, None or "auto", default="auto"
         Learning rate: "auto" is 3e-3 for the Elman cell and 1e-2 for the LSTM and GRU
         (whose gates learn slower at the smaller rate); None: the optimizer's own default.
@@ -326,6 +329,11 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
     cell : {"elman", "lstm", "gru"}, default="elman"
         The recurrent cell: fastrnn.ElmanRNN, fastrnn.LSTM (forget-gate bias 1) or
         fastrnn.GRU. activation and spectral_radius apply to the Elman cell only.
+    weight_decay : float >= 0, default=0.0
+        Weight decay of the optimizer: an L2 penalty added to the gradient, or for
+        optimizer="adamw" decoupled decay of the weights (fastrnn.optim). Biases are not
+        decayed. The default 0.0 turns it off, for "adamw" too (whose own default, when
+        the optimizer is built directly, is 0.01).
 
     Attributes
     ----------
@@ -351,7 +359,7 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
                  lr_schedule="cosine", clip_norm=5.0, tbptt=None, target="last",
                  dtype="float32", backend="cython", random_state=None, warm_start=False,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
-                 verbose=False, cell="elman"):
+                 verbose=False, cell="elman", weight_decay=0.0):
         super().__init__(hidden_size=hidden_size, activation=activation, init=init,
                          spectral_radius=spectral_radius, epochs=epochs,
                          batch_size=batch_size, optimizer=optimizer, lr=lr,
@@ -359,7 +367,8 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
                          dtype=dtype, backend=backend, random_state=random_state,
                          warm_start=warm_start, early_stopping=early_stopping,
                          validation_fraction=validation_fraction,
-                         n_iter_no_change=n_iter_no_change, verbose=verbose, cell=cell)
+                         n_iter_no_change=n_iter_no_change, verbose=verbose, cell=cell,
+                         weight_decay=weight_decay)
         self.target = target
 
     def __sklearn_tags__(self):
@@ -443,7 +452,7 @@ class ElmanClassifier(ClassifierMixin, _ElmanBase):
     ----------
     hidden_size, activation, init, spectral_radius, epochs, batch_size, optimizer, lr,
     lr_schedule, clip_norm, tbptt, dtype, backend, random_state, warm_start, early_stopping,
-    validation_fraction, n_iter_no_change, verbose, cell
+    validation_fraction, n_iter_no_change, verbose, cell, weight_decay
         As for ElmanRegressor. With warm_start, y may only hold classes seen before.
 
     Attributes

@@ -172,7 +172,7 @@ def evaluate(model, X, Y, lengths=None, target="sequence"):
 def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
         clip_norm=5.0, clip_value=None, tbptt=None, lengths=None, target="sequence",
         validation_data=None, callbacks=(), shuffle=True, progress=None, max_bad_steps=10,
-        seed=None):
+        seed=None, weight_decay=None, decay_biases=False):
     """Train model on X (N, T, I) and targets Y; returns a History. See ElmanRNN.fit."""
     epochs = _validate.positive_int(epochs, "epochs")
     batch_size = _validate.positive_int(batch_size, "batch_size")
@@ -195,7 +195,11 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
                             "(X_val, Y_val, lengths_val)")
         Xv, Yv, lv = (*validation_data, None)[:3]
         validation_data = check_data(model, Xv, Yv, lv, target, name="X_val")
-    opt = make_optimizer(optimizer, model.params, lr)
+    # given only when set, so an Optimizer instance (which refuses them) works as before
+    decay = {} if weight_decay is None else {"weight_decay": weight_decay}
+    if decay_biases is not False:
+        decay["decay_biases"] = decay_biases
+    opt = make_optimizer(optimizer, model.params, lr, **decay)
     rng = np.random.default_rng(model.seed if seed is None else seed)
     # dropout masks from a stream of their own, so that the shuffling does not depend on
     # whether the model has dropout

@@ -3,8 +3,10 @@
 Each optimizer must match a hand-written (allocating) reference of its update rule and,
 where PyTorch is installed, torch.optim on the same gradients; keep float32 float32; update
 the caller's arrays in place without allocating per step; minimise a quadratic; and survive
-a state_dict round trip (through np.savez) bit for bit. Then: schedules, clipping, bad
-arguments, and an end-to-end training run of an ElmanRNN.
+a state_dict round trip (through np.savez) bit for bit. Weight decay (L2 for SGD, Adagrad,
+RMSProp and Adam; decoupled for AdamW) matches torch.optim to 1e-12 in float64, with the
+biases (1-D parameters) in a torch param group without decay unless decay_biases=True.
+Then: schedules, clipping, bad arguments, and an end-to-end training run of an ElmanRNN.
 """
 import io
 import math
@@ -15,8 +17,9 @@ import pytest
 
 import fastrnn
 from fastrnn import optim
-from fastrnn.optim import (SGD, Adagrad, Adam, CosineLR, ExponentialLR, RMSProp, StepLR,
-                           clip_by_global_norm, clip_by_value, global_norm, make_optimizer)
+from fastrnn.optim import (SGD, Adagrad, Adam, AdamW, CosineLR, ExponentialLR, RMSProp,
+                           StepLR, clip_by_global_norm, clip_by_value, global_norm,
+                           make_optimizer)
 
 SHAPES = {"W_x": (3, 5), "W_s": (5, 5), "b": (5,), "W_y": (5, 2), "b_y": (2,)}
 
@@ -30,6 +33,27 @@ CONFIGS = [
     (Adam, dict(lr=0.01, betas=(0.8, 0.99), eps=1e-8)),
 ]
 CONFIG_IDS = ["sgd", "sgd-momentum", "sgd-nesterov", "adagrad", "rmsprop", "adam"]
+
+# the same with weight decay (biases decayed or not), and AdamW
+DECAY_CONFIGS = [
+    (SGD, dict(lr=0.1, weight_decay=0.1)),
+    (SGD, dict(lr=0.05, momentum=0.9, weight_decay=0.05)),
+    (SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.05)),
+    (SGD, dict(lr=0.05, momentum=0.9, weight_decay=0.05, decay_biases=True)),
+    (Adagrad, dict(lr=0.1, eps=1e-8, weight_decay=0.1)),
+    (Adagrad, dict(lr=0.1, eps=1e-8, weight_decay=0.1, decay_biases=True)),
+    (RMSProp, dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.1)),
+    (RMSProp, dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.1, decay_biases=True)),
+    (Adam, dict(lr=0.01, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.1)),
+    (Adam, dict(lr=0.01, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.1, decay_biases=True)),
+    (AdamW, dict(lr=0.01)),                                         # weight_decay=0.01
+    (AdamW, dict(lr=0.01, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.5)),
+    (AdamW, dict(lr=0.01, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.5, decay_biases=True)),
+]
+DECAY_IDS = ["sgd-wd", "sgd-momentum-wd", "sgd-nesterov-wd", "sgd-momentum-wd-biases",
+             "adagrad-wd", "adagrad-wd-biases", "rmsprop-wd", "rmsprop-wd-biases",
+             "adam-wd", "adam-wd-biases", "adamw-default", "adamw", "adamw-biases"]
+ALL_CONFIGS, ALL_IDS = CONFIGS + DECAY_CONFIGS, CONFIG_IDS + DECAY_IDS
 
 
 def make_params(dtype=np.float64, seed=0, shapes=SHAPES):
@@ -57,9 +81,15 @@ def reference_run(cls, settings, params, grads_seq):
     p = copy(params)
     state = {k: {"a": np.zeros_like(v), "b": np.zeros_like(v)} for k, v in p.items()}
     lr = settings["lr"]
+    wd = settings.get("weight_decay", 0.01 if cls is AdamW else 0.0)
     for t, grads in enumerate(grads_seq, start=1):
         for k in p:
             g, s = grads[k], state[k]
+            if p[k].ndim != 1 or settings.get("decay_biases", False):   # ndim 1: a bias
+                if cls is AdamW:
+                    p[k] = p[k] - lr * wd * p[k]          # decoupled: the weights decay
+                else:
+                    g = g + wd * p[k]                     # L2: the gradient gets wd * p
             if cls is SGD:
                 mu = settings.get("momentum", 0.0)
                 if mu:
@@ -75,17 +105,17 @@ def reference_run(cls, settings, params, grads_seq):
                 alpha = settings["alpha"]
                 s["a"] = alpha * s["a"] + (1 - alpha) * g * g
                 p[k] = p[k] - lr * g / (np.sqrt(s["a"]) + settings["eps"])
-            elif cls is Adam:
-                b1, b2 = settings["betas"]
+            elif cls in (Adam, AdamW):
+                b1, b2 = settings.get("betas", (0.9, 0.999))
                 s["a"] = b1 * s["a"] + (1 - b1) * g
                 s["b"] = b2 * s["b"] + (1 - b2) * g * g
                 m_hat = s["a"] / (1 - b1 ** t)
                 v_hat = s["b"] / (1 - b2 ** t)
-                p[k] = p[k] - lr * m_hat / (np.sqrt(v_hat) + settings["eps"])
+                p[k] = p[k] - lr * m_hat / (np.sqrt(v_hat) + settings.get("eps", 1e-8))
     return p
 
 
-@pytest.mark.parametrize("cls,settings", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("cls,settings", ALL_CONFIGS, ids=ALL_IDS)
 def test_matches_reference(cls, settings):
     params, grads_seq = make_params(), grad_sequence(6)
     expected = reference_run(cls, settings, params, grads_seq)
@@ -110,10 +140,19 @@ def test_momentum_zero_is_plain_sgd():
 # Agreement with torch.optim
 
 def torch_run(torch_cls, torch_settings, params, grads_seq):
+    """torch_cls on params, the biases (1-D) in a param group of their own with weight
+    decay 0 unless torch_settings has decay_biases=True (fastrnn's setting, not torch's)."""
     torch = pytest.importorskip("torch")
+    torch_settings = dict(torch_settings)
+    decay_biases = torch_settings.pop("decay_biases", False)
     tensors = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True)
                for k, v in params.items()}
-    opt = torch_cls(list(tensors.values()), **torch_settings)
+    weights = [t for t in tensors.values() if t.ndim != 1]
+    biases = [t for t in tensors.values() if t.ndim == 1]
+    groups = [{"params": weights}, {"params": biases}]
+    if not decay_biases:
+        groups[1]["weight_decay"] = 0.0
+    opt = torch_cls([g for g in groups if g["params"]], **torch_settings)
     for grads in grads_seq:
         for k, t in tensors.items():
             t.grad = torch.tensor(grads[k], dtype=torch.float64)
@@ -140,6 +179,95 @@ def test_matches_torch(cls, settings):
         np.testing.assert_allclose(params[k], expected[k], rtol=1e-6, atol=1e-6, err_msg=k)
 
 
+@pytest.mark.parametrize("cls,settings", DECAY_CONFIGS, ids=DECAY_IDS)
+def test_weight_decay_matches_torch(cls, settings):
+    """L2 decay (g + wd * p before the update) and AdamW's decoupled decay (p *= 1 - lr * wd
+    before the step) agree with torch.optim to 1e-12 in float64 over 12 steps; the biases
+    only decay with decay_biases=True (in torch: a param group with weight_decay 0)."""
+    torch = pytest.importorskip("torch")
+    torch_cls = {SGD: torch.optim.SGD, Adagrad: torch.optim.Adagrad,
+                 RMSProp: torch.optim.RMSprop, Adam: torch.optim.Adam,
+                 AdamW: torch.optim.AdamW}[cls]
+    if cls is Adagrad:          # eps inside / outside the root: negligible only for tiny eps
+        settings = {**settings, "eps": 1e-30}
+    params, grads_seq = make_params(), grad_sequence(12)
+    expected = torch_run(torch_cls, settings, params, grads_seq)
+    opt = cls(params, **settings)
+    for grads in grads_seq:
+        opt.step(grads)
+    for k in params:
+        np.testing.assert_allclose(params[k], expected[k], rtol=1e-12, atol=1e-12, err_msg=k)
+    # and decay made a difference (to the biases only if asked)
+    plain = torch_run(torch_cls, {**settings, "weight_decay": 0.0}, make_params(), grads_seq)
+    for k in params:
+        decays = params[k].ndim != 1 or settings.get("decay_biases", False)
+        assert np.abs(params[k] - plain[k]).max() > (1e-6 if decays else -1), k
+        if not decays:
+            np.testing.assert_allclose(params[k], plain[k], rtol=1e-12, atol=1e-12,
+                                       err_msg=k)
+
+
+# multi-layer names: a bias is an array with ndim == 1, whatever its name
+LAYERED = {"W_x_l1_reverse": (3, 4), "W_s_l1_reverse": (4, 4), "b_l1_reverse": (4,),
+           "b_s": (4,), "W_y": (4, 2), "b_y": (2,), "c": (2, 2, 2)}
+
+
+@pytest.mark.parametrize("cls", [SGD, Adagrad, RMSProp, Adam, AdamW])
+@pytest.mark.parametrize("decay_biases", [False, True])
+def test_biases_decay_only_if_asked(cls, decay_biases):
+    """With zero gradients only the decay moves the parameters: every array of ndim != 1
+    moves, the 1-D ones only with decay_biases=True, whatever their names. (SGD and AdamW
+    shrink them by exactly 1 - lr * wd per step; Adagrad, RMSProp and Adam take normalised
+    steps against the sign of p, which may overshoot 0.)"""
+    params = make_params(shapes=LAYERED)
+    before = copy(params)
+    opt = cls(params, lr=0.1, weight_decay=0.3, decay_biases=decay_biases)
+    zeros = {k: np.zeros_like(v) for k, v in params.items()}
+    for _ in range(3):
+        opt.step(zeros)
+    for k, p in params.items():
+        if p.ndim == 1 and not decay_biases:
+            np.testing.assert_array_equal(p, before[k], err_msg=k)
+        else:
+            assert np.all(p != before[k]), k
+            if cls in (SGD, AdamW):            # exactly p * (1 - lr * wd) per step
+                np.testing.assert_allclose(p, before[k] * 0.97 ** 3, rtol=1e-14, err_msg=k)
+
+
+def test_l2_decay_moves_the_minimum():
+    """SGD on f(p) = sum(a (p - c)^2) / 2 with L2 decay wd converges to the minimum of
+    f + wd |p|^2 / 2, p = a c / (a + wd)."""
+    rng = np.random.default_rng(0)
+    a, c = rng.uniform(0.5, 2.0, (5, 10)), rng.standard_normal((5, 10))
+    params = {"p": np.zeros((5, 10))}
+    opt = SGD(params, lr=0.1, momentum=0.5, weight_decay=0.5)
+    for _ in range(500):
+        opt.step({"p": a * (params["p"] - c)})
+    np.testing.assert_allclose(params["p"], a * c / (a + 0.5), rtol=1e-10, atol=1e-12)
+
+
+def test_weight_decay_zero_is_no_decay():
+    """weight_decay=0 changes nothing, bit for bit, and allocates no decay buffers."""
+    grads_seq = grad_sequence(4)
+    for cls, settings in CONFIGS:
+        plain, decayed = make_params(), make_params()
+        opt_a = cls(plain, **settings)
+        opt_b = cls(decayed, weight_decay=0.0, decay_biases=True, **settings)
+        assert opt_b._decayed == {}
+        for grads in grads_seq:
+            opt_a.step(grads)
+            opt_b.step(grads)
+        for k in plain:
+            np.testing.assert_array_equal(plain[k], decayed[k], err_msg=k)
+    adamw, adam = make_params(), make_params()
+    opt_w, opt_a = AdamW(adamw, weight_decay=0.0), Adam(adam)
+    for grads in grads_seq:
+        opt_w.step(grads)
+        opt_a.step(grads)
+    for k in adam:
+        np.testing.assert_array_equal(adamw[k], adam[k], err_msg=k)
+
+
 @pytest.mark.parametrize("epochs", [0, 1, 3, 5, 10, 12])
 def test_cosine_matches_torch(epochs):
     torch = pytest.importorskip("torch")
@@ -156,7 +284,7 @@ def test_cosine_matches_torch(epochs):
 # ---------------------------------------------------------------------------------------------
 # In place, dtype-preserving, allocation-free
 
-@pytest.mark.parametrize("cls,settings", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("cls,settings", ALL_CONFIGS, ids=ALL_IDS)
 def test_float32_stays_float32_and_in_place(cls, settings):
     params = make_params(np.float32)
     arrays = dict(params)
@@ -188,7 +316,7 @@ def test_model_sees_updates():
         assert not np.array_equal(model.params[k], before[k])
 
 
-@pytest.mark.parametrize("cls,settings", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("cls,settings", ALL_CONFIGS, ids=ALL_IDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_no_allocation_per_step(cls, settings, dtype):
     shapes = {"W": (256, 256), "b": (256,)}                     # 256 KiB / 512 KiB arrays
@@ -316,7 +444,7 @@ def test_bad_schedule_arguments(make, name):
 # ---------------------------------------------------------------------------------------------
 # Checkpointing
 
-@pytest.mark.parametrize("cls,settings", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("cls,settings", ALL_CONFIGS, ids=ALL_IDS)
 def test_state_dict_round_trip(cls, settings):
     grads_seq = grad_sequence(6)
     params_a = make_params()
@@ -336,11 +464,66 @@ def test_state_dict_round_trip(cls, settings):
     with np.load(buf) as loaded:
         opt_b.load_state_dict(loaded)
     assert opt_b.lr == opt_a.lr and opt_b.epoch == 1 and opt_b.steps == 3
+    for name in ("weight_decay", "decay_biases"):
+        assert getattr(opt_b, name) == getattr(opt_a, name)
+    assert repr(opt_b) == repr(opt_a)
     for grads in grads_seq[3:]:
         opt_a.step(grads)
         opt_b.step(grads)
     for k in params_a:
         np.testing.assert_array_equal(params_b[k], params_a[k], err_msg=k)
+
+
+def test_state_dict_and_repr_carry_the_decay_settings():
+    opt = SGD(make_params(), momentum=0.9, weight_decay=0.25, decay_biases=True)
+    state = opt.state_dict()
+    assert state["weight_decay"] == 0.25 and state["decay_biases"] is True
+    assert "weight_decay=0.25" in repr(opt) and "decay_biases=True" in repr(opt)
+    w = AdamW(make_params())
+    assert (w.weight_decay, w.decay_biases) == (0.01, False)
+    assert repr(w) == ("AdamW(lr=0.001, betas=(0.9, 0.999), eps=1e-08, weight_decay=0.01, "
+                       "decay_biases=False)")
+    assert repr(Adam(make_params())).startswith("Adam(lr=0.001, betas=(0.9, 0.999), eps=1e-08,"
+                                                " weight_decay=0.0, decay_biases=False")
+
+
+@pytest.mark.parametrize("cls,settings", CONFIGS, ids=CONFIG_IDS)
+def test_old_state_dict_without_weight_decay_loads(cls, settings):
+    """A state dict from before weight decay (no weight_decay, decay_biases keys) loads,
+    into an optimizer built with decay too, as what it was: an optimizer without decay."""
+    grads_seq = grad_sequence(5)
+    params_a = make_params()
+    opt_a = cls(params_a, **settings)
+    for grads in grads_seq[:2]:
+        opt_a.step(grads)
+    old = {k: v for k, v in opt_a.state_dict().items()
+           if k not in ("weight_decay", "decay_biases")}
+    params_b = copy(params_a)
+    opt_b = cls(params_b, **{**settings, "weight_decay": 0.5, "decay_biases": True})
+    opt_b.load_state_dict(old)
+    assert (opt_b.weight_decay, opt_b.decay_biases) == (0.0, False)
+    for grads in grads_seq[2:]:
+        opt_a.step(grads)
+        opt_b.step(grads)
+    for k in params_a:
+        np.testing.assert_array_equal(params_b[k], params_a[k], err_msg=k)
+
+
+def test_load_state_dict_checks_the_decay_settings():
+    params = make_params()
+    opt = AdamW(params, weight_decay=0.1)
+    opt.step(grad_sequence(1)[0])
+    good = opt.state_dict()
+    with pytest.raises(KeyError, match="weight_decay"):        # AdamW's always had it
+        AdamW(make_params()).load_state_dict({k: v for k, v in good.items()
+                                              if k != "weight_decay"})
+    with pytest.raises(ValueError, match="Adam"):
+        Adam(make_params()).load_state_dict(good)              # AdamW is not Adam
+    with pytest.raises(ValueError, match="weight_decay"):
+        opt.load_state_dict({**good, "weight_decay": -1.0, "steps": 7})
+    with pytest.raises(TypeError, match="decay_biases"):
+        opt.load_state_dict({**good, "decay_biases": "no", "steps": 7})
+    assert (opt.weight_decay, opt.decay_biases, opt.steps) == (0.1, False, 1)
 
 
 def test_state_dict_is_a_copy():
@@ -435,6 +618,15 @@ def test_read_only_params():
     (Adam, dict(betas=(1.0, 0.999)), ValueError, r"betas\[0\]"),
     (Adam, dict(betas=(0.9, -0.1)), ValueError, r"betas\[1\]"),
     (Adam, dict(betas=0.9), TypeError, "betas"),
+    (SGD, dict(weight_decay=-0.1), ValueError, "weight_decay must be >= 0"),
+    (Adagrad, dict(weight_decay=float("nan")), ValueError, "weight_decay must be finite"),
+    (RMSProp, dict(weight_decay=float("inf")), ValueError, "weight_decay"),
+    (Adam, dict(weight_decay="0.1"), TypeError, "weight_decay must be a real number"),
+    (AdamW, dict(weight_decay=-1e-3), ValueError, "weight_decay"),
+    (AdamW, dict(weight_decay=None), TypeError, "weight_decay"),
+    (SGD, dict(weight_decay=True), TypeError, "weight_decay"),
+    (SGD, dict(decay_biases="yes"), TypeError, "decay_biases"),
+    (AdamW, dict(decay_biases=1), TypeError, "decay_biases"),
 ])
 def test_bad_hyperparameters(cls, settings, exc, name):
     with pytest.raises(exc, match=name):
@@ -446,10 +638,16 @@ def test_bad_hyperparameters(cls, settings, exc, name):
 
 def test_make_optimizer():
     params = make_params()
-    for name, cls, default_lr in [("sgd", SGD, 0.01), ("ADAM", Adam, 0.001),
-                                  ("RMSProp", RMSProp, 0.001), ("adagrad", Adagrad, 0.1)]:
+    for name, cls, default_lr, wd in [("sgd", SGD, 0.01, 0.0), ("ADAM", Adam, 0.001, 0.0),
+                                      ("RMSProp", RMSProp, 0.001, 0.0),
+                                      ("adagrad", Adagrad, 0.1, 0.0),
+                                      ("AdamW", AdamW, 0.001, 0.01)]:
         opt = make_optimizer(name, params)                         # lr=None: its own default
-        assert (type(opt), opt.lr) == (cls, default_lr)
+        assert (type(opt), opt.lr, opt.weight_decay, opt.decay_biases) == (
+            cls, default_lr, wd, False)
+    opt = make_optimizer("adamw", params, weight_decay=0.2, decay_biases=True)
+    assert (opt.weight_decay, opt.decay_biases) == (0.2, True)
+    assert optim.OPTIMIZERS["adamw"] is AdamW and "AdamW" in optim.__all__
     opt = make_optimizer(SGD, params, lr=0.5, momentum=0.9)
     assert (type(opt), opt.lr, opt.momentum) == (SGD, 0.5, 0.9)
     assert make_optimizer(opt, params) is opt
@@ -465,6 +663,8 @@ def test_make_optimizer_errors():
     opt = Adam(params)
     with pytest.raises(ValueError, match="lr"):
         make_optimizer(opt, params, lr=0.1)
+    with pytest.raises(ValueError, match="already built.*weight_decay cannot be given"):
+        make_optimizer(opt, params, weight_decay=0.1)
     with pytest.raises(ValueError, match="other parameter arrays"):
         make_optimizer(opt, make_params())
 

@@ -29,7 +29,7 @@ from fastrnn.sklearn import ElmanClassifier, ElmanRegressor
 # scikit-learn's estimator checks: every one passes (none is marked as an expected failure).
 # The estimators are checked with their default hyperparameters (fast enough: the whole suite
 # takes a few seconds), and once more with the other dtype and backend, early stopping, and
-# a non-default activation/initialisation.
+# a non-default activation/initialisation, and with AdamW's weight decay.
 
 @parametrize_with_checks([
     ElmanRegressor(),
@@ -37,6 +37,8 @@ from fastrnn.sklearn import ElmanClassifier, ElmanRegressor
     ElmanRegressor(dtype="float64", backend="numpy", early_stopping=True),
     ElmanClassifier(dtype="float64", backend="numpy", early_stopping=True, batch_size=7,
                     activation="relu", init="identity", spectral_radius=0.9),
+    ElmanRegressor(optimizer="adamw", weight_decay=1e-3),
+    ElmanClassifier(optimizer="adamw", weight_decay=1e-3),
 ])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
@@ -235,6 +237,9 @@ def test_bad_inputs_raise(Est):
     ({"tbptt": 0}, ValueError),
     ({"early_stopping": True, "validation_fraction": 1.5}, ValueError),
     ({"early_stopping": "yes"}, TypeError),
+    ({"weight_decay": -0.1}, ValueError),
+    ({"weight_decay": "0.1"}, TypeError),
+    ({"weight_decay": float("nan")}, ValueError),
 ])
 def test_bad_hyperparameters_raise_in_fit(params, error):
     X, y = running_sum(n=20)
@@ -250,6 +255,21 @@ def test_optimizer_instance_is_refused():
     with pytest.raises(TypeError, match="not an instance"):
         ElmanRegressor(optimizer=Adam(other.params)).fit(X, y)
     ElmanRegressor(optimizer=Adam, epochs=1).fit(X, y)        # a class is fine
+
+
+def test_weight_decay_reaches_the_optimizer():
+    from fastrnn.optim import AdamW
+    X, y = running_sum(n=40)
+    reg = ElmanRegressor(epochs=1, random_state=0).fit(X, y)
+    assert reg.model_.optimizer_.weight_decay == 0.0
+    reg = ElmanRegressor(optimizer="adamw", weight_decay=0.05, epochs=1,
+                         random_state=0).fit(X, y)
+    opt = reg.model_.optimizer_
+    assert type(opt) is AdamW and (opt.weight_decay, opt.decay_biases) == (0.05, False)
+    clf = ElmanClassifier(optimizer="adamw", epochs=1, random_state=0).fit(X, y > 0)
+    assert clf.model_.optimizer_.weight_decay == 0.0         # the estimator's default
+    with pytest.raises(ValueError, match="weight_decay"):
+        ElmanRegressor(weight_decay=-1.0).fit(X, y)
 
 
 def test_regressor_multi_output_keeps_the_shape_of_y():
@@ -306,7 +326,7 @@ def test_params_clone_and_set_params():
     for name in ("hidden_size", "activation", "init", "spectral_radius", "epochs",
                  "batch_size", "optimizer", "lr", "lr_schedule", "clip_norm", "tbptt",
                  "target", "dtype", "backend", "random_state", "warm_start", "verbose",
-                 "early_stopping", "validation_fraction", "n_iter_no_change"):
+                 "early_stopping", "validation_fraction", "n_iter_no_change", "weight_decay"):
         assert name in params
     X, y = running_sum(n=40)
     reg.fit(X, y)

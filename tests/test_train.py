@@ -249,6 +249,9 @@ def test_progress_bar(capsys):
     ({"validation_data": (np.zeros((2, 3, 2), np.float32), np.zeros((2, 3, 1), np.float32))},
      ValueError, "X_val must have shape"),
     ({"lengths": [20] * 16}, ValueError, r"lengths must lie in \[1, T\]"),
+    ({"weight_decay": -0.1}, ValueError, "weight_decay must be >= 0"),
+    ({"weight_decay": "0.1"}, TypeError, "weight_decay must be a real number"),
+    ({"decay_biases": "yes"}, TypeError, "decay_biases must be True or False"),
 ])
 def test_fit_bad_arguments(kwargs, exc, match):
     X, Y = delayed_copy(n=16)
@@ -268,6 +271,46 @@ def test_fit_bad_data():
     bad[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="X contains NaN"):
         m.fit(bad, Y, progress=False)
+
+
+@pytest.mark.parametrize("cell", ["elman", "lstm", "gru"])
+def test_fit_weight_decay(cell):
+    """weight_decay and decay_biases reach the optimizer fit builds (None: the optimizer's
+    default, 0.0: no decay, even for AdamW); decay shrinks the weights."""
+    X, Y = delayed_copy(n=32, T=6)
+    cls = fastrnn.model.MODELS[cell]
+
+    def train(**kwargs):
+        m = cls(1, 4, 1, dtype="float64", seed=2)
+        m.fit(X.astype(np.float64), Y.astype(np.float64), epochs=2, progress=False,
+              **kwargs)
+        return m
+
+    m = train(optimizer="adamw", lr=0.01)
+    assert type(m.optimizer_) is fastrnn.optim.AdamW and m.optimizer_.weight_decay == 0.01
+    sgd = train(optimizer="sgd", lr=0.1, weight_decay=0.5, decay_biases=True).optimizer_
+    assert (sgd.weight_decay, sgd.decay_biases) == (0.5, True)
+    adam, adamw0 = train(optimizer="adam"), train(optimizer="adamw", weight_decay=0.0)
+    assert adam.optimizer_.weight_decay == 0.0
+    for k in adam.params:
+        np.testing.assert_array_equal(adamw0.params[k], adam.params[k], err_msg=k)
+    plain = train(optimizer="sgd", lr=0.1)
+    decayed = train(optimizer="sgd", lr=0.1, weight_decay=0.5)
+    for k, p in plain.params.items():
+        if p.ndim != 1:
+            assert np.linalg.norm(decayed.params[k]) < np.linalg.norm(p), k
+
+
+def test_fit_weight_decay_with_an_optimizer_instance_is_refused():
+    X, Y = delayed_copy(n=16)
+    m = fastrnn.ElmanRNN(1, 4, 1)
+    opt = fastrnn.optim.AdamW(m.params, weight_decay=0.1)
+    for kwargs in ({"weight_decay": 0.1}, {"weight_decay": 0.0}, {"decay_biases": True}):
+        name = next(iter(kwargs))
+        with pytest.raises(ValueError, match=f"already built.*{name} cannot be given"):
+            m.fit(X, Y, optimizer=opt, progress=False, **kwargs)
+    m.fit(X, Y, epochs=1, optimizer=opt, progress=False)         # the defaults: fine
+    assert m.optimizer_ is opt and opt.weight_decay == 0.1
 
 
 @pytest.mark.parametrize("output", ["linear", "softmax"])
