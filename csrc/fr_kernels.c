@@ -104,16 +104,17 @@ FR_CLONES void fr_softmax_##SFX(T *Z, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t 
                                                                                               \
 FR_CLONES double fr_mse_##SFX(T *Z, ptrdiff_t ldz, const T *Y, ptrdiff_t ldy,                 \
                               ptrdiff_t rows, ptrdiff_t cols, double scale,                   \
-                              const uint8_t *valid)                                           \
+                              const double *weight)                                           \
 {                                                                                             \
-    const T two_scale = (T)(2.0 * scale);                                                     \
     double total = 0;                                                                         \
     for (ptrdiff_t r = 0; r < rows; ++r) {                                                    \
         T *restrict z = Z + r * ldz;                                                          \
-        if (valid && !valid[r]) {                                                             \
+        const double w = weight ? weight[r] : 1.0;                                            \
+        if (w == 0) {                                                                         \
             for (ptrdiff_t c = 0; c < cols; ++c) z[c] = 0;                                    \
             continue;                                                                         \
         }                                                                                     \
+        const T two_scale = (T)(2.0 * scale * w);                                             \
         const T *restrict y = Y + r * ldy;                                                    \
         T row_sum = 0;                                                                        \
         for (ptrdiff_t c = 0; c < cols; ++c) {                                                \
@@ -121,18 +122,19 @@ FR_CLONES double fr_mse_##SFX(T *Z, ptrdiff_t ldz, const T *Y, ptrdiff_t ldy,   
             row_sum += d * d;                                                                 \
             z[c] = two_scale * d;                                                             \
         }                                                                                     \
-        total += row_sum;                                                                     \
+        total += w * (double)row_sum;                                                         \
     }                                                                                         \
     return total;                                                                             \
 }                                                                                             \
                                                                                               \
 FR_CLONES double fr_xent_##SFX(T *Z, ptrdiff_t ld, const int64_t *y, ptrdiff_t rows,          \
-                               ptrdiff_t cols, double scale, const uint8_t *valid)            \
+                               ptrdiff_t cols, double scale, const double *weight)            \
 {                                                                                             \
     double total = 0;                                                                         \
     for (ptrdiff_t r = 0; r < rows; ++r) {                                                    \
         T *restrict z = Z + r * ld;                                                           \
-        if (valid && !valid[r]) {                                                             \
+        const double w = weight ? weight[r] : 1.0;                                            \
+        if (w == 0) {                                                                         \
             for (ptrdiff_t c = 0; c < cols; ++c) z[c] = 0;                                    \
             continue;                                                                         \
         }                                                                                     \
@@ -143,10 +145,10 @@ FR_CLONES double fr_xent_##SFX(T *Z, ptrdiff_t ld, const int64_t *y, ptrdiff_t r
         T m = z[0];                                                                           \
         for (ptrdiff_t c = 1; c < cols; ++c) m = z[c] > m ? z[c] : m;                         \
         double sum = fr_exp_shifted_##SFX(z, cols);                                           \
-        total += log(sum) - (double)(zk - m);                                                 \
-        T s = (T)(scale / sum);                                                               \
+        total += w * (log(sum) - (double)(zk - m));                                           \
+        T s = (T)(scale * w / sum);                                                           \
         for (ptrdiff_t c = 0; c < cols; ++c) z[c] *= s;                                       \
-        z[k] -= (T)scale;                                                                     \
+        z[k] -= (T)(scale * w);                                                               \
     }                                                                                         \
     return total;                                                                             \
 }

@@ -43,26 +43,26 @@ void fr_softmax_f32(float *Z, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld);
 void fr_softmax_f64(double *Z, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld);
 
 /*
- * Squared error. D = Z - Y; returns sum(D**2) (accumulated in double) and overwrites
- * Z with scale * 2 * D, the gradient of scale * sum(D**2). Rows r with valid[r] == 0 (valid
- * may be NULL: all rows count) add nothing and get a zero gradient.
+ * Squared error, weighted by row. D = Z - Y; returns sum_r w_r sum(D[r]**2) (accumulated in
+ * double) and overwrites Z with scale * w_r * 2 * D, the gradient of scale * that sum;
+ * w_r = weight[r] (weight may be NULL: every w_r = 1). Rows with w_r == 0 (padding past a
+ * sequence's end, or a sample weight of 0) add nothing and get a zero gradient.
  */
 double fr_mse_f32(float *Z, ptrdiff_t ldz, const float *Y, ptrdiff_t ldy,
-                  ptrdiff_t rows, ptrdiff_t cols, double scale, const uint8_t *valid);
+                  ptrdiff_t rows, ptrdiff_t cols, double scale, const double *weight);
 double fr_mse_f64(double *Z, ptrdiff_t ldz, const double *Y, ptrdiff_t ldy,
-                  ptrdiff_t rows, ptrdiff_t cols, double scale, const uint8_t *valid);
+                  ptrdiff_t rows, ptrdiff_t cols, double scale, const double *weight);
 
 /*
  * Softmax cross-entropy on logits Z with integer class targets y[r] (0 <= y[r] < cols).
- * Returns sum_r -log softmax(Z[r])[y[r]] (in double) and overwrites Z with
- * scale * (softmax(Z[r]) - onehot(y[r])), the gradient of scale * that sum. Rows with
- * valid[r] == 0 (valid may be NULL) add nothing, get a zero gradient, and their y[r] is
- * not read.
+ * Returns sum_r w_r * -log softmax(Z[r])[y[r]] (in double) and overwrites Z with
+ * scale * w_r * (softmax(Z[r]) - onehot(y[r])), the gradient of scale * that sum; w_r as for
+ * fr_mse. Rows with w_r == 0 add nothing, get a zero gradient, and their y[r] is not read.
  */
 double fr_xent_f32(float *Z, ptrdiff_t ld, const int64_t *y, ptrdiff_t rows, ptrdiff_t cols,
-                   double scale, const uint8_t *valid);
+                   double scale, const double *weight);
 double fr_xent_f64(double *Z, ptrdiff_t ld, const int64_t *y, ptrdiff_t rows, ptrdiff_t cols,
-                   double scale, const uint8_t *valid);
+                   double scale, const double *weight);
 
 /* 1 if none of the n values is NaN or inf, else 0. */
 int fr_all_finite_f32(const float *a, ptrdiff_t n);

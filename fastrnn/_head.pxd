@@ -14,8 +14,11 @@ ctypedef struct Head:
     const void *b_y         # (O,)
     const void *Y           # real targets (rows, O), or NULL
     const int64_t *labels   # class labels (rows,), or NULL
-    const uint8_t *valid    # (N*T,) 1 where a step is scored (target "sequence" with
-                            # lengths), or NULL: every row is scored
+    const double *weight    # (rows,) each row's weight in the loss (0: not scored), or NULL:
+                            # all 1. Padding past a sequence's end (target "sequence" with
+                            # lengths) is 0; sample weights multiply
+    double count            # sum of the rows' weights (the rows when weight is NULL): the
+                            # loss is the weighted mean over them
     # outputs and scratch
     void *Z                 # (rows, O) logits, then their gradient; rows = N if last else N*T
     void *dW_y              # (H, O)
@@ -33,7 +36,7 @@ cdef double head_loss_and_grad(Head *h, const floating *S, floating *G, floating
 cdef void head_predict(Head *h, const floating *S, int rows, int H) noexcept nogil
 
 cdef list head_setup(Head *h, cnp.ndarray Y, cnp.ndarray W_y, cnp.ndarray b_y, str output,
-                     str target, lengths, int N, int T, dict grads)
+                     str target, lengths, int N, int T, dict grads, sample_weight=*)
 
 
 cdef inline void *data(cnp.ndarray a) noexcept:

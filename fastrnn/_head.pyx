@@ -34,7 +34,7 @@ cdef double head_loss_and_grad(Head *h, const floating *S, floating *G, floating
     """The output layer on states S (N, T, H), its loss, the gradients of W_y and b_y, and
     dLoss/dS written into G (N, T, H) for the cell's backward pass. Returns the loss.
 
-    Target "sequence" scores every row (with lengths: the rows marked in h.valid), and G
+    Target "sequence" scores every row (with lengths: the valid steps), and G
     receives dLoss/dS at every step. Target "last" scores S[:, T-1] (the recurrences carry
     each sequence's last valid state there) and writes only G[:, T-1], unless lengths are
     given: then the gradient goes to each sequence's last valid step and G is filled
@@ -46,21 +46,17 @@ cdef double head_loss_and_grad(Head *h, const floating *S, floating *G, floating
     cdef const floating *S_out = S + (T - 1) * H if h.last else S
     cdef floating *Z = <floating *> h.Z
     cdef const floating *W_y = <const floating *> h.W_y
-    cdef double loss, count = rows
+    cdef double loss, count = h.count
     cdef Py_ssize_t n
-    if lengths != NULL and not h.last:
-        count = 0
-        for n in range(N):
-            count += lengths[n]
     # Z (rows, O) = S_out (rows, H) @ W_y (H, O) + b_y
     gemm(False, False, rows, O, H, 1, S_out, ld_out, W_y, O, 0, Z, O)
     add_bias(Z, rows, O, <const floating *> h.b_y)
     # loss and, in place, Z <- dLoss/dZ. Means as in PyTorch: over targets (cross-entropy)
-    # or over every output element (MSE).
+    # or over every output element (MSE), weighted by the rows' weights if any.
     if h.use_softmax:
-        loss = xent(Z, h.labels, rows, O, 1.0 / count, h.valid) / count
+        loss = xent(Z, h.labels, rows, O, 1.0 / count, h.weight) / count
     else:
-        loss = mse(Z, <const floating *> h.Y, rows, O, 1.0 / (count * O), h.valid) / (count * O)
+        loss = mse(Z, <const floating *> h.Y, rows, O, 1.0 / (count * O), h.weight) / (count * O)
     # dW_y (H, O) = S_out^T (H, rows) @ dZ (rows, O);  db_y = dZ.sum over rows
     gemm(True, False, H, O, rows, 1, S_out, ld_out, Z, O, 0, <floating *> h.dW_y, O)
     colsum(Z, rows, O, O, <floating *> h.db_y)
@@ -92,11 +88,12 @@ cdef void head_predict(Head *h, const floating *S, int rows, int H) noexcept nog
 
 
 cdef list head_setup(Head *h, cnp.ndarray Y, cnp.ndarray W_y, cnp.ndarray b_y, str output,
-                     str target, lengths, int N, int T, dict grads):
+                     str target, lengths, int N, int T, dict grads, sample_weight=None):
     """Fill h (all but h.Z) for a loss_and_grad call, putting the new "W_y" and "b_y" gradient
     arrays into grads, or with Y None and grads None for a prediction (W_y then goes to the
-    packed kernel). Returns the arrays behind h's pointers: the caller keeps them alive until
-    the kernels are done."""
+    packed kernel). sample_weight: None or validated float64 (N,) weights of the sequences.
+    Returns the arrays behind h's pointers: the caller keeps them alive until the kernels
+    are done."""
     memset(h, 0, sizeof(Head))
     h.W_y, h.b_y, h.O = data(W_y), data(b_y), W_y.shape[1]
     h.last, h.use_softmax = target == "last", output == "softmax"
@@ -110,15 +107,31 @@ cdef list head_setup(Head *h, cnp.ndarray Y, cnp.ndarray W_y, cnp.ndarray b_y, s
         grads["W_y"], grads["b_y"] = np.empty((W_y.shape[0], h.O), dt), np.empty(h.O, dt)
         h.dW_y, h.db_y = data(grads["W_y"]), data(grads["b_y"])
     keep = []
-    if lengths is not None and not h.last:
-        valid = (np.arange(T) < lengths[:, None]).view(np.uint8)     # (N, T) scored steps
-        h.valid = <const uint8_t *> data(valid)
-        keep.append(valid)
+    h.count = N if h.last else N * T
+    weight = row_weights(lengths, sample_weight, N, T, h.last)
+    if weight is not None:
+        h.weight = <const double *> data(weight)
+        h.count = weight.sum()
+        keep.append(weight)
     if Y is None:
         Wyp = np.empty(packed_elements(W_y.shape[0], h.O, is_float32(W_y)), W_y.dtype)
         h.Wyp = data(Wyp)
         keep.append(Wyp)
     return keep
+
+
+def row_weights(lengths, sample_weight, int N, int T, bint last):
+    """The weight of each row the loss sees, float64 (N,) for target "last", (N*T,) for
+    "sequence": 0 at padding (t >= lengths[n]), sample_weight[n] elsewhere (1 without it);
+    None when every row weighs 1."""
+    if sample_weight is None and (lengths is None or last):
+        return None
+    if last:
+        return np.ascontiguousarray(sample_weight, np.float64)
+    w = np.ones((N, T)) if lengths is None else (np.arange(T) < lengths[:, None]).astype(float)
+    if sample_weight is not None:
+        w *= sample_weight[:, None]
+    return w.reshape(-1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,14 +158,14 @@ def predict(cnp.ndarray S, cnp.ndarray W_y, cnp.ndarray b_y, str output):
 
 
 def loss_and_grad(cnp.ndarray S, cnp.ndarray W_y, cnp.ndarray b_y, cnp.ndarray Y, str output,
-                  str target, lengths=None):
+                  str target, lengths=None, sample_weight=None):
     """(loss, dS, dW_y, db_y): the mean loss of the head on states S (N, T, H), its gradient
     with respect to S (N, T, H) (zero at unscored steps) and to the head's weights. Y: as
-    for a cell's loss_and_grad (validated)."""
+    for a cell's loss_and_grad (validated); sample_weight (N,) float64 or None."""
     cdef Head h
     cdef int N = S.shape[0], T = S.shape[1], H = S.shape[2]
     grads = {}
-    keep = head_setup(&h, Y, W_y, b_y, output, target, lengths, N, T, grads)
+    keep = head_setup(&h, Y, W_y, b_y, output, target, lengths, N, T, grads, sample_weight)
     Z = np.empty((N if h.last else N * T, h.O), S.dtype)
     # "last" without lengths writes only dS[:, T-1]: the rest must read as zeros
     dS = np.zeros((N, T, H), S.dtype) if h.last else np.empty((N, T, H), S.dtype)

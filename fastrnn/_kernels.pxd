@@ -26,13 +26,13 @@ cdef extern from "fr_kernels.h" nogil:
     void fr_softmax_f32(float *Z, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld)
     void fr_softmax_f64(double *Z, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld)
     double fr_mse_f32(float *Z, Py_ssize_t ldz, const float *Y, Py_ssize_t ldy,
-                      Py_ssize_t rows, Py_ssize_t cols, double scale, const uint8_t *valid)
+                      Py_ssize_t rows, Py_ssize_t cols, double scale, const double *weight)
     double fr_mse_f64(double *Z, Py_ssize_t ldz, const double *Y, Py_ssize_t ldy,
-                      Py_ssize_t rows, Py_ssize_t cols, double scale, const uint8_t *valid)
+                      Py_ssize_t rows, Py_ssize_t cols, double scale, const double *weight)
     double fr_xent_f32(float *Z, Py_ssize_t ld, const int64_t *y, Py_ssize_t rows,
-                       Py_ssize_t cols, double scale, const uint8_t *valid)
+                       Py_ssize_t cols, double scale, const double *weight)
     double fr_xent_f64(double *Z, Py_ssize_t ld, const int64_t *y, Py_ssize_t rows,
-                       Py_ssize_t cols, double scale, const uint8_t *valid)
+                       Py_ssize_t cols, double scale, const double *weight)
     bint fr_all_finite_f32(const float *a, Py_ssize_t n)
     bint fr_all_finite_f64(const double *a, Py_ssize_t n)
     # the activation codes (the order of fastrnn.activations.ACTIVATIONS)
@@ -88,18 +88,20 @@ cdef inline void softmax(floating *Z, Py_ssize_t rows, Py_ssize_t cols) noexcept
 
 
 cdef inline double mse(floating *Z, const floating *Y, Py_ssize_t rows, Py_ssize_t cols,
-                       double scale, const uint8_t *valid) noexcept nogil:
-    """sum((Z - Y)**2) over the valid rows; Z <- scale * 2 * (Z - Y) (0 on invalid rows)."""
+                       double scale, const double *weight) noexcept nogil:
+    """sum_r w_r * sum((Z[r] - Y[r])**2); Z[r] <- scale * w_r * 2 * (Z[r] - Y[r]) (w_r =
+    weight[r], 1 if weight is NULL; 0: the row is not scored, its gradient is 0)."""
     if floating is float:
-        return fr_mse_f32(Z, cols, Y, cols, rows, cols, scale, valid)
+        return fr_mse_f32(Z, cols, Y, cols, rows, cols, scale, weight)
     else:
-        return fr_mse_f64(Z, cols, Y, cols, rows, cols, scale, valid)
+        return fr_mse_f64(Z, cols, Y, cols, rows, cols, scale, weight)
 
 
 cdef inline double xent(floating *Z, const int64_t *y, Py_ssize_t rows, Py_ssize_t cols,
-                        double scale, const uint8_t *valid) noexcept nogil:
-    """sum of -log softmax(Z[r])[y[r]] over the valid rows; Z <- scale * (softmax - onehot)."""
+                        double scale, const double *weight) noexcept nogil:
+    """sum_r w_r * -log softmax(Z[r])[y[r]]; Z[r] <- scale * w_r * (softmax - onehot) (w_r
+    as for mse)."""
     if floating is float:
-        return fr_xent_f32(Z, cols, y, rows, cols, scale, valid)
+        return fr_xent_f32(Z, cols, y, rows, cols, scale, weight)
     else:
-        return fr_xent_f64(Z, cols, y, rows, cols, scale, valid)
+        return fr_xent_f64(Z, cols, y, rows, cols, scale, weight)

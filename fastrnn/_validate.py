@@ -323,6 +323,31 @@ def stack(cell, X, state0, weights, W_y, b_y, D, buffers=None, what=""):
     return X, state0, weights, W_y, b_y
 
 
+def sample_weight(weight, N):
+    """Validated sample weights: None, or N non-negative finite reals (not all zero) as a
+    C-contiguous float64 (N,) array."""
+    if weight is None:
+        return None
+    try:
+        w = np.asarray(weight, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"sample_weight must be None or an array of N = {N} non-negative "
+                        f"numbers; it cannot be converted: {exc}") from None
+    if np.asarray(weight).dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight must hold real numbers; got dtype "
+                        f"{np.asarray(weight).dtype}")
+    if w.shape != (N,):
+        raise ValueError(f"sample_weight must have shape (N,) = ({N},), one weight per "
+                         f"sequence; got {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("sample_weight must be finite and >= 0 (0 leaves a sequence out, "
+                         "2 counts it twice)")
+    if not w.any():
+        raise ValueError("sample_weight must not be all zero: the weighted mean loss would "
+                         "be 0/0")
+    return np.ascontiguousarray(w)
+
+
 def dropout_masks(masks, L, N, T, width, dt):
     """Validated dropout multipliers: None, or L-1 arrays (N, T, width) of dtype dt."""
     if masks is None:

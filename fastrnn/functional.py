@@ -102,7 +102,7 @@ def cell_predict(cell, X, state0, weights, W_y, b_y, options=(), output="linear"
 
 def cell_loss_and_grad(cell, X, Y, state0, weights, W_y, b_y, options=(), output="linear",
                        target="sequence", backend="cython", input_grads=False, lengths=None,
-                       return_state=False, state_grad_norms=False):
+                       return_state=False, state_grad_norms=False, sample_weight=None):
     """(loss, grads) of a recurrent network with its output layer, in one call.
 
     output "linear": Y real (N, T, O) for target "sequence", (N, O) for "last"; loss is the
@@ -116,7 +116,8 @@ def cell_loss_and_grad(cell, X, Y, state0, weights, W_y, b_y, options=(), output
     for carrying into the next chunk of a long sequence (truncated BPTT). With
     state_grad_norms, grads["state_grad_norms"] (N, T) float64 holds ||dLoss/dh[n, t]||,
     the gradient that reaches each state through every path (read off during the backward
-    pass); the LSTM adds grads["cell_grad_norms"] for c.
+    pass); the LSTM adds grads["cell_grad_norms"] for c. sample_weight (N,): the loss is
+    the mean weighted by sequence (a weight of 0 leaves a sequence out, 2 counts it twice).
     """
     cell = get_cell(cell)
     be = cell.backend(backend)
@@ -132,9 +133,10 @@ def cell_loss_and_grad(cell, X, Y, state0, weights, W_y, b_y, options=(), output
     H, O = W_y.shape
     lengths = _validate.lengths(lengths, N, T)
     Y = _validate.targets(Y, output, target, N, T, O, X.dtype, lengths)
+    sample_weight = _validate.sample_weight(sample_weight, N)
     return be.loss_and_grad(X, Y, *state0, *weights, W_y, b_y, *options, output, target,
                             bool(input_grads), lengths, bool(return_state),
-                            bool(state_grad_norms))
+                            bool(state_grad_norms), sample_weight)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,7 +234,7 @@ def stack_predict(cell, X, state0, weights, W_y, b_y, options=(), output="linear
 def stack_loss_and_grad(cell, X, Y, state0, weights, W_y, b_y, options=(), output="linear",
                         target="sequence", bidirectional=False, backend="cython",
                         input_grads=False, lengths=None, return_state=False,
-                        dropout_masks=None):
+                        dropout_masks=None, sample_weight=None):
     """(loss, grads) of an L-layer network (D = 2 directions if bidirectional) with its
     output layer, as cell_loss_and_grad for one layer.
 
@@ -244,6 +246,7 @@ def stack_loss_and_grad(cell, X, Y, state0, weights, W_y, b_y, options=(), outpu
     dropout_masks: None, or L-1 arrays (N, T, D*H) multiplying the inputs of layers 1..L-1
     (inverted dropout: 0 or 1/(1-p)); the gradient is the one given these masks. With
     return_state, (loss, grads, state) with the final states as in stack_predict.
+    sample_weight (N,): the loss weighted by sequence, as for cell_loss_and_grad.
     """
     cell, be, hd, options, D = _stack_args(cell, backend, options, output, bidirectional)
     _validate.choice(target, "target", _validate.TARGETS)
@@ -257,9 +260,10 @@ def stack_loss_and_grad(cell, X, Y, state0, weights, W_y, b_y, options=(), outpu
     lengths = _validate.lengths(lengths, N, T)
     Y = _validate.targets(Y, output, target, N, T, O, X.dtype, lengths)
     masks = _validate.dropout_masks(dropout_masks, len(weights) // D, N, T, D * H, X.dtype)
+    sample_weight = _validate.sample_weight(sample_weight, N)
     loss, grads, state = stack.loss_and_grad(be, hd, cell, X, Y, state0, weights, W_y, b_y,
                                              options, output, target, lengths, D,
-                                             bool(input_grads), masks)
+                                             bool(input_grads), masks, sample_weight)
     if return_state:
         return loss, grads, state
     return loss, grads

@@ -32,22 +32,24 @@ def predict(S, W_y, b_y, output):
     return Y
 
 
-def loss_and_grad(S, W_y, b_y, Y, output, target, lengths=None):
+def loss_and_grad(S, W_y, b_y, Y, output, target, lengths=None, sample_weight=None):
     """(loss, dS, dW_y, db_y): the mean loss of the head on states S (N, T, H), its gradient
     with respect to S (N, T, H) (zero at unscored steps) and to the head's weights.
 
     Y: real targets (N, T, O) / (N, O) for output "linear", integer labels (N, T) / (N,)
-    for "softmax" (target "sequence" / "last").
+    for "softmax" (target "sequence" / "last"). sample_weight (N,) or None: the loss is the
+    mean weighted by each sequence's weight (a weight of 2 counts a sequence twice, 0 drops
+    it).
     """
     N, T, H = S.shape
     last = target == "last"
     S_out = S[:, -1] if last else S                      # the states the loss sees
     Z = S_out @ W_y + b_y
-    scored = None if lengths is None or last else np.arange(T) < lengths[:, None]
+    weight = row_weights(lengths, sample_weight, N, T, last)
     if output == "softmax":
-        loss, dZ = cross_entropy_and_grad(Z, Y, scored)
+        loss, dZ = cross_entropy_and_grad(Z, Y, weight)
     else:
-        loss, dZ = mse_and_grad(Z, Y, scored)
+        loss, dZ = mse_and_grad(Z, Y, weight)
     dS_out = dZ @ W_y.T
     if last:
         dS = np.zeros_like(S)
@@ -61,6 +63,20 @@ def loss_and_grad(S, W_y, b_y, Y, output, target, lengths=None):
     return loss, dS, dW_y, db_y
 
 
+def row_weights(lengths, sample_weight, N, T, last):
+    """The weight of each row the loss sees, over Z's leading axes ((N,) for target "last",
+    (N, T) for "sequence"): 0 at padding, sample_weight[n] elsewhere (1 without it); None
+    when every row weighs 1."""
+    if sample_weight is None and (lengths is None or last):
+        return None
+    if last:
+        return np.asarray(sample_weight, np.float64)
+    w = np.ones((N, T)) if lengths is None else (np.arange(T) < lengths[:, None]).astype(float)
+    if sample_weight is not None:
+        w *= sample_weight[:, None]
+    return w
+
+
 def softmax_(Z):
     """Row-wise softmax over the last axis, in place. Returns Z."""
     Z -= Z.max(axis=-1, keepdims=True)
@@ -69,28 +85,39 @@ def softmax_(Z):
     return Z
 
 
-def mse_and_grad(Z, Y, scored=None):
-    """mean((Z - Y)^2) over every element (of the scored rows: scored is a boolean mask
-    over Z's leading axes, or None), and its gradient 2 (Z - Y) / count."""
+def mse_and_grad(Z, Y, weight=None):
+    """The mean of (Z - Y)^2 over every element, each row weighted (weight: over Z's leading
+    axes, or None: all 1), and its gradient 2 w (Z - Y) / count, count = sum(w) * O."""
     D = Z - Y
-    if scored is not None:
-        D[~scored] = 0
-    count = D.size if scored is None else int(scored.sum()) * D.shape[-1]
-    loss = float(np.dot(D.ravel(), D.ravel())) / count
+    if weight is None:
+        count = D.size
+        loss = float(np.dot(D.ravel(), D.ravel())) / count
+    else:
+        D[weight == 0] = 0                   # unscored rows: their targets are not read
+        count = float(weight.sum()) * D.shape[-1]
+        loss = float(np.sum(weight * np.sum(D * D, axis=-1))) / count
+        D *= weight[..., None]
     D *= 2.0 / count
     return loss, D
 
 
-def cross_entropy_and_grad(Z, labels, scored=None):
-    """mean over (scored) rows of -log softmax(Z)[label], and its gradient
-    (softmax - onehot) / rows; scored: boolean mask over Z's leading axes, or None."""
+def cross_entropy_and_grad(Z, labels, weight=None):
+    """The mean over rows of -log softmax(Z)[label], each row weighted (weight: over Z's
+    leading axes, or None: all 1; the labels of rows of weight 0 are not read), and its
+    gradient w (softmax - onehot) / sum(w)."""
     shape = Z.shape
     Z = Z.reshape(-1, shape[-1])
-    if scored is not None:                   # score only these rows: gradient 0 elsewhere
-        keep = scored.reshape(-1)
+    if weight is not None:                   # score only these rows: gradient 0 elsewhere
+        w = weight.reshape(-1)
+        keep = w != 0
         grad = np.zeros_like(Z)
-        loss, grad[keep] = cross_entropy_and_grad(Z[keep], labels.reshape(-1)[keep])
-        return loss, grad.reshape(shape)
+        loss, g = cross_entropy_and_grad(Z[keep], labels.reshape(-1)[keep])
+        n_kept = int(keep.sum())
+        total = float(w.sum())
+        # the unweighted mean's gradient has 1/n_kept per row: rescale to w_r / sum(w)
+        grad[keep] = g * (w[keep] * (n_kept / total))[:, None].astype(g.dtype)
+        losses = _row_cross_entropy(Z[keep], labels.reshape(-1)[keep])
+        return float(np.dot(w[keep], losses)) / total, grad.reshape(shape)
     n_rows = Z.shape[0]
     rows, labels = np.arange(n_rows), labels.reshape(-1)
     Z = Z - Z.max(axis=1, keepdims=True)      # log softmax(Z) = Z - m - log sum exp(Z - m)
@@ -102,6 +129,13 @@ def cross_entropy_and_grad(Z, labels, scored=None):
     P[rows, labels] -= 1
     P /= n_rows
     return loss, P.reshape(shape)
+
+
+def _row_cross_entropy(Z, labels):
+    """-log softmax(Z[r])[labels[r]] of each row, in float64."""
+    Z = Z.astype(np.float64)
+    Z = Z - Z.max(axis=1, keepdims=True)
+    return np.log(np.exp(Z).sum(axis=1)) - Z[np.arange(len(Z)), labels]
 
 
 def cross_entropy(probs, labels):

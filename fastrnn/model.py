@@ -217,7 +217,7 @@ class RecurrentModel:
 
     def loss_and_grad(self, X, Y_target, h0=None, target="sequence", *, lengths=None,
                       return_state=False, state_grad_norms=False, input_grads=False,
-                      dropout_rng=None, dropout_masks=None):
+                      dropout_rng=None, dropout_masks=None, sample_weight=None):
         """(loss, grads): mean loss (MSE for linear output, cross-entropy for softmax) and
         its gradient for every parameter, keyed like params.
 
@@ -234,22 +234,25 @@ class RecurrentModel:
         dropout > 0 (fit passes its own, seeded); dropout_masks gives them instead (L-1
         arrays (N, T, D*H) of 0 and 1/(1-dropout)): the gradient is the one given the masks.
         Both are ignored by a one-layer model (dropout acts between layers, as in PyTorch).
+        sample_weight (N,): the mean loss weighted by sequence (0 leaves one out, 2 counts
+        it twice), as scikit-learn's sample_weight.
         """
         weights, W_y, b_y = self._weights()
         X = self._input(X)
         if self._stacked:
             return self._stack_loss_and_grad(X, Y_target, h0, target, lengths, return_state,
                                              state_grad_norms, input_grads, dropout_rng,
-                                             dropout_masks)
+                                             dropout_masks, sample_weight)
         out = cell_loss_and_grad(self.cell, X, Y_target, self._state0(h0), weights, W_y, b_y,
                                  self._options(), self.output, target, self.backend,
-                                 input_grads, lengths, return_state, state_grad_norms)
+                                 input_grads, lengths, return_state, state_grad_norms,
+                                 sample_weight)
         if return_state:
             return out[0], out[1], self._state_out(out[2])
         return out
 
     def _stack_loss_and_grad(self, X, Y, h0, target, lengths, return_state, state_grad_norms,
-                             input_grads, dropout_rng, dropout_masks):
+                             input_grads, dropout_rng, dropout_masks, sample_weight=None):
         if state_grad_norms:
             raise ValueError("state_grad_norms is available for one layer and one direction "
                              f"only; this model has num_layers={self.num_layers}, "
@@ -264,7 +267,7 @@ class RecurrentModel:
         loss, g, state = stack_loss_and_grad(
             self.cell, X, Y, self._state0(h0), weights, W_y, b_y, self._options(),
             self.output, target, self.bidirectional, self.backend, input_grads, lengths,
-            True, dropout_masks)
+            True, dropout_masks, sample_weight)
         grads = {}
         for names, layer_grads in zip(self._layer_names(), g.pop("layers")):
             grads.update({name: layer_grads[w] for w, name in zip(self.cell.weight_names,
@@ -344,7 +347,8 @@ class RecurrentModel:
     def fit(self, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
             clip_norm=5.0, clip_value=None, tbptt=None, lengths=None, target="sequence",
             validation_data=None, callbacks=(), shuffle=True, progress=None,
-            max_bad_steps=10, seed=None, weight_decay=None, decay_biases=False):
+            max_bad_steps=10, seed=None, weight_decay=None, decay_biases=False,
+            sample_weight=None):
         """Train on X (N, T, I) and targets Y (as for loss_and_grad); returns a History.
 
         optimizer: "sgd", "adagrad", "rmsprop", "adam", "adamw", or fastrnn.optim.Optimizer
@@ -359,7 +363,10 @@ class RecurrentModel:
         give bit-identical weights. weight_decay: L2 penalty (decoupled decay for "adamw");
         None is the optimizer's default (0; AdamW 0.01). decay_biases: decay the 1-D
         parameters (biases) too. Neither can be given with an Optimizer instance
-        (ValueError: pass them to its constructor).
+        (ValueError: pass them to its constructor). sample_weight (N,): each sequence's
+        weight in the loss (every step's loss is the weighted mean over its batch; a batch
+        whose weights are all 0 is skipped). Dropout (the model's dropout > 0, several
+        layers) draws its masks from a stream seeded by seed as well.
         """
         from .train import fit
         return fit(self, X, Y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
@@ -367,7 +374,7 @@ class RecurrentModel:
                    lengths=lengths, target=target, validation_data=validation_data,
                    callbacks=callbacks, shuffle=shuffle, progress=progress,
                    max_bad_steps=max_bad_steps, seed=seed, weight_decay=weight_decay,
-                   decay_biases=decay_biases)
+                   decay_biases=decay_biases, sample_weight=sample_weight)
 
     def save(self, path, metadata=None):
         """Write the model to path (.npz of the parameters with JSON metadata), atomically:

@@ -69,7 +69,7 @@ def predict(be, hd, X, state0, weights, W_y, b_y, options, output, lengths, D):
 
 
 def loss_and_grad(be, hd, cell, X, Y, state0, weights, W_y, b_y, options, output, target,
-                  lengths, D, input_grads=False, masks=None):
+                  lengths, D, input_grads=False, masks=None, sample_weight=None):
     """(loss, grads, final states): grads["layers"] a list of L*D dicts (the cell's weight
     gradients, and "X", "h0"... of layers above 0), "W_y", "b_y", and if input_grads "X"
     and for each cell state its initial state's gradient (L*D, N, H) ("h0", "c0")."""
@@ -78,7 +78,7 @@ def loss_and_grad(be, hd, cell, X, Y, state0, weights, W_y, b_y, options, output
                           masks=masks)
     S = head_input(top, record, lengths, D, target)
     loss, dS, dW_y, db_y = hd.loss_and_grad(S, W_y, b_y, Y, output, target,
-                                            None if S is not top else lengths)
+                                            None if S is not top else lengths, sample_weight)
     grads = {"W_y": dW_y, "b_y": db_y}
     H = record[0][1][0].shape[2]
     if S is not top:                      # "last", two directions: back to the two steps

@@ -172,7 +172,7 @@ def evaluate(model, X, Y, lengths=None, target="sequence"):
 def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
         clip_norm=5.0, clip_value=None, tbptt=None, lengths=None, target="sequence",
         validation_data=None, callbacks=(), shuffle=True, progress=None, max_bad_steps=10,
-        seed=None, weight_decay=None, decay_biases=False):
+        seed=None, weight_decay=None, decay_biases=False, sample_weight=None):
     """Train model on X (N, T, I) and targets Y; returns a History. See ElmanRNN.fit."""
     epochs = _validate.positive_int(epochs, "epochs")
     batch_size = _validate.positive_int(batch_size, "batch_size")
@@ -189,6 +189,7 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
                                       and math.isfinite(value)):
             raise ValueError(f"{name} must be None or a positive number; got {value!r}")
     X, Y, lengths = check_data(model, X, Y, lengths, target)
+    sample_weight = _validate.sample_weight(sample_weight, X.shape[0])
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise TypeError("validation_data must be a tuple (X_val, Y_val) or "
@@ -223,9 +224,13 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
             losses, norms, skipped = [], [], 0
             for start in range(0, N, batch_size):
                 idx = order[start:start + batch_size]
+                if sample_weight is not None and not sample_weight[idx].any():
+                    continue                   # every sequence of this batch weighs 0
                 for loss, grads in _batch_steps(model, X[idx], Y[idx],
                                                 None if lengths is None else lengths[idx],
-                                                target, tbptt, dropout_rng):
+                                                target, tbptt, dropout_rng,
+                                                None if sample_weight is None
+                                                else sample_weight[idx]):
                     norm = (clip_by_global_norm(grads, clip_norm) if clip_norm
                             else global_norm(grads))
                     if clip_value:
@@ -284,7 +289,7 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
     return history
 
 
-def _batch_steps(model, X, Y, lengths, target, tbptt, dropout_rng=None):
+def _batch_steps(model, X, Y, lengths, target, tbptt, dropout_rng=None, sample_weight=None):
     """(loss, grads) of each optimizer step for one mini-batch: one step, or with truncated
     BPTT one per chunk of tbptt time steps, each chunk starting from the state the previous
     one ended in (gradients do not cross chunk borders). With target "last", a sequence is
@@ -293,7 +298,8 @@ def _batch_steps(model, X, Y, lengths, target, tbptt, dropout_rng=None):
     each, or (L, N, H) for several layers."""
     N, T = X.shape[:2]
     if tbptt is None or tbptt >= T:
-        yield model.loss_and_grad(X, Y, None, target, lengths=lengths, dropout_rng=dropout_rng)
+        yield model.loss_and_grad(X, Y, None, target, lengths=lengths, dropout_rng=dropout_rng,
+                                  sample_weight=sample_weight)
         return
     lengths = np.full(N, T) if lengths is None else lengths
     layers = getattr(model, "num_layers", 1)
@@ -310,7 +316,7 @@ def _batch_steps(model, X, Y, lengths, target, tbptt, dropout_rng=None):
             rows = np.flatnonzero(scored)
         else:
             rows = np.flatnonzero(alive)
-        if rows.size == 0:
+        if rows.size == 0 or (sample_weight is not None and not sample_weight[rows].any()):
             continue
         chunk_lengths = np.minimum(lengths[rows] - t0, t1 - t0)
         Yc = Y[rows] if target == "last" else Y[rows, t0:t1]
@@ -318,7 +324,8 @@ def _batch_steps(model, X, Y, lengths, target, tbptt, dropout_rng=None):
         loss, grads, last = model.loss_and_grad(
             X[rows, t0:t1], Yc, model._state_out(tuple(s[at] for s in state)), target,
             lengths=None if (chunk_lengths == t1 - t0).all() else chunk_lengths,
-            return_state=True, dropout_rng=dropout_rng)
+            return_state=True, dropout_rng=dropout_rng,
+            sample_weight=None if sample_weight is None else sample_weight[rows])
         for s, s_last in zip(state, model._state0(last)):
             s[at] = s_last if _validate._all_finite(s_last) else 0   # never carry NaN on
         yield loss, grads

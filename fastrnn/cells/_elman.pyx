@@ -347,8 +347,10 @@ def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cn
 def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
                   cnp.ndarray W_s, cnp.ndarray b, cnp.ndarray W_y, cnp.ndarray b_y,
                   str activation, str output, str target, bint input_grads, lengths=None,
-                  bint return_state=False, bint state_grad_norms=False):
-    """(loss, grads): the mean loss and its gradient for every parameter, in one pass.
+                  bint return_state=False, bint state_grad_norms=False,
+                  sample_weight=None):
+    """(loss, grads): the mean loss and its gradient for every parameter, in one pass
+    (weighted by sequence with sample_weight, a validated float64 (N,) array).
 
     Y: real targets (N, T, O) / (N, O) for output "linear", int64 labels (N, T) / (N,) for
     "softmax"; target "sequence" scores every step, "last" only the last one. grads has
@@ -364,7 +366,8 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
     dt = X.dtype
     cdef int N = n.N, T = n.T, H = n.H
     grads = {"W_x": np.empty((n.In, H), dt), "W_s": np.empty((H, H), dt), "b": np.empty(H, dt)}
-    keep = head_setup(&n.head, Y, W_y, b_y, output, target, lengths, N, T, grads)
+    keep = head_setup(&n.head, Y, W_y, b_y, output, target, lengths, N, T, grads,
+                      sample_weight)
     cdef cnp.ndarray S
     S, G, Z, D, Wp, WpT = workspace(dt, ((N, T, H), (N, T, H),
                                          (N if n.head.last else N * T, n.head.O),

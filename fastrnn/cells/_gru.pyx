@@ -458,8 +458,10 @@ def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cn
 def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
                   cnp.ndarray W_s, cnp.ndarray b, cnp.ndarray b_s, cnp.ndarray W_y,
                   cnp.ndarray b_y, str output, str target, bint input_grads, lengths=None,
-                  bint return_state=False, bint state_grad_norms=False):
-    """(loss, grads): the mean loss and its gradient for every parameter, in one pass.
+                  bint return_state=False, bint state_grad_norms=False,
+                  sample_weight=None):
+    """(loss, grads): the mean loss and its gradient for every parameter, in one pass
+    (weighted by sequence with sample_weight, a validated float64 (N,) array).
 
     Y: real targets (N, T, O) / (N, O) for output "linear", int64 labels (N, T) / (N,) for
     "softmax"; target "sequence" scores every step, "last" only the last one. grads has
@@ -475,7 +477,8 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
     cdef int N = n.N, T = n.T, H = n.H
     grads = {"W_x": np.empty((n.In, 3 * H), dt), "W_s": np.empty((H, 3 * H), dt),
              "b": np.empty(3 * H, dt), "b_s": np.empty(3 * H, dt)}
-    keep = head_setup(&n.head, Y, W_y, b_y, output, target, lengths, N, T, grads)
+    keep = head_setup(&n.head, Y, W_y, b_y, output, target, lengths, N, T, grads,
+                      sample_weight)
     cdef cnp.ndarray Hs
     Hs, A, Sn, dH, Zh, D, R, Wp, WpT_rz, WpT_n = workspace(dt, (
         (N, T, H), (N, T, 3 * H), (N, T, H), (N, T, H), (N if n.head.last else N * T, n.head.O),

@@ -494,8 +494,10 @@ cdef void recompute_gates(Net *n, const floating *Hs, const floating *Cs, floati
 def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray c0,
                   cnp.ndarray W_x, cnp.ndarray W_s, cnp.ndarray b, cnp.ndarray W_y,
                   cnp.ndarray b_y, bint forget_gate, str output, str target, bint input_grads,
-                  lengths=None, bint return_state=False, bint state_grad_norms=False):
-    """(loss, grads): the mean loss and its gradient for every parameter, in one pass.
+                  lengths=None, bint return_state=False, bint state_grad_norms=False,
+                  sample_weight=None):
+    """(loss, grads): the mean loss and its gradient for every parameter, in one pass
+    (weighted by sequence with sample_weight, a validated float64 (N,) array).
 
     Y: real targets (N, T, O) / (N, O) for output "linear", int64 labels (N, T) / (N,) for
     "softmax"; target "sequence" scores every step, "last" only the last one. grads has
@@ -512,7 +514,8 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray c0,
     cdef int N = n.N, T = n.T, H = n.H
     grads = {"W_x": np.empty((n.In, 4 * H), dt), "W_s": np.empty((H, 4 * H), dt),
              "b": np.empty(4 * H, dt)}
-    keep = head_setup(&n.head, Y, W_y, b_y, output, target, lengths, N, T, grads)
+    keep = head_setup(&n.head, Y, W_y, b_y, output, target, lengths, N, T, grads,
+                      sample_weight)
     cdef cnp.ndarray Hs
     Hs, Cs, Z, dH, Zh, D, dc, Wp, WpT = workspace(dt, (
         (N, T, H), (N, T, H), (N, T, 4 * H), (N, T, H), (N if n.head.last else N * T, n.head.O),

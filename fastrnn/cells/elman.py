@@ -87,7 +87,8 @@ def backward(X, h0, W_x, W_s, b, S, dS, activation, lengths=None):
 
 
 def loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation, output, target, input_grads,
-                  lengths=None, return_state=False, state_grad_norms=False):
+                  lengths=None, return_state=False, state_grad_norms=False,
+                  sample_weight=None):
     """(loss, grads): the mean loss and its gradient for every parameter.
 
     Y: real targets (N, T, O) / (N, O) for output "linear", integer labels (N, T) / (N,)
@@ -98,7 +99,8 @@ def loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation, output, target, i
     """
     N, T, _ = X.shape
     S = forward(X, h0, W_x, W_s, b, activation, lengths)
-    loss, dS, dW_y, db_y = head.loss_and_grad(S, W_y, b_y, Y, output, target, lengths)
+    loss, dS, dW_y, db_y = head.loss_and_grad(S, W_y, b_y, Y, output, target, lengths,
+                                               sample_weight)
     norms = np.empty((N, T)) if state_grad_norms else None
     _backpropagate_(dS, S, W_s, activation, lengths, norms)   # dS becomes dA
     grads = _recurrence_grads(X, h0, W_x, W_s, S, dS, input_grads)

@@ -99,7 +99,8 @@ def backward(X, h0, W_x, W_s, b, b_s, Hs, dHs, lengths=None):
 
 
 def loss_and_grad(X, Y, h0, W_x, W_s, b, b_s, W_y, b_y, output, target, input_grads,
-                  lengths=None, return_state=False, state_grad_norms=False):
+                  lengths=None, return_state=False, state_grad_norms=False,
+                  sample_weight=None):
     """(loss, grads): the mean loss of the head (fastrnn.head.loss_and_grad) on Hs and its
     gradient for every parameter.
 
@@ -112,7 +113,8 @@ def loss_and_grad(X, Y, h0, W_x, W_s, b, b_s, W_y, b_y, output, target, input_gr
     """
     N, T, _ = X.shape
     Hs, G, S_n = _forward(X, h0, W_x, W_s, b, b_s, lengths)
-    loss, dHs, dW_y, db_y = head.loss_and_grad(Hs, W_y, b_y, Y, output, target, lengths)
+    loss, dHs, dW_y, db_y = head.loss_and_grad(Hs, W_y, b_y, Y, output, target, lengths,
+                                               sample_weight)
     norms = np.zeros((N, T)) if state_grad_norms else None
     H_prev = _previous(h0, Hs)
     dZa, dZs, dh0 = _backpropagate_(dHs, H_prev, G, S_n, W_s, lengths, norms)

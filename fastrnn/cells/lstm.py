@@ -125,7 +125,8 @@ def backward(X, h0, c0, W_x, W_s, b, Hs, Cs, dHs, dCs, forget_gate, lengths=None
 
 
 def loss_and_grad(X, Y, h0, c0, W_x, W_s, b, W_y, b_y, forget_gate, output, target,
-                  input_grads, lengths=None, return_state=False, state_grad_norms=False):
+                  input_grads, lengths=None, return_state=False, state_grad_norms=False,
+                  sample_weight=None):
     """(loss, grads): the mean loss of the head (fastrnn.head.loss_and_grad) on Hs and its
     gradient for every parameter.
 
@@ -138,7 +139,8 @@ def loss_and_grad(X, Y, h0, c0, W_x, W_s, b, W_y, b_y, forget_gate, output, targ
     """
     N, T, _ = X.shape
     Hs, Cs, G = _forward(X, h0, c0, W_x, W_s, b, forget_gate, lengths)
-    loss, dHs, dW_y, db_y = head.loss_and_grad(Hs, W_y, b_y, Y, output, target, lengths)
+    loss, dHs, dW_y, db_y = head.loss_and_grad(Hs, W_y, b_y, Y, output, target, lengths,
+                                               sample_weight)
     h_norms = np.zeros((N, T)) if state_grad_norms else None
     c_norms = np.zeros((N, T)) if state_grad_norms else None
     H_prev, C_prev = _previous(h0, Hs), _previous(c0, Cs)

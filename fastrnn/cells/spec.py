@@ -7,11 +7,15 @@ init, io, _validate, train, diagnostics, sklearn) reads the layout from here.
 
 The backends of a cell share one calling convention, positional, built from the spec:
 
-    forward(X, *state0, *weights, *options, lengths)                     -> states
+    forward(X, *state0, *weights, *options, lengths, reverse)            -> states
     backward(X, *state0, *weights, *states, *dstates, *options, lengths) -> grads
     predict(X, *state0, *weights, W_y, b_y, *options, output, lengths)   -> (Y, *states)
     loss_and_grad(X, Y, *state0, *weights, W_y, b_y, *options, output, target,
-                  input_grads, lengths, return_state, state_grad_norms)  -> (loss, grads[, state])
+                  input_grads, lengths, return_state, state_grad_norms,
+                  sample_weight)                                         -> (loss, grads[, state])
+    forward_train(X, *state0, *weights, *options, lengths, reverse)     -> (states, stash)
+    backward_train(X, *state0, *weights, states, stash, dH, *options, lengths, reverse,
+                   input_grads)                                          -> grads
 
 with state0 in the order of `states`, weights in the order of `weights`, options in the
 order of `options`; for the Elman cell that is (h0,), (W_x, W_s, b), (activation,). The
