@@ -78,7 +78,14 @@ def init_params(input_size, hidden_size, output_size, scheme="uniform", rng=None
     rng = _generator(rng)
     shapes = cell.weight_shapes(I, H)
     shapes.update(head.param_shapes(H, O))
-    _validate.memory(sum(math.prod(s) for s in shapes.values()) * 8, "init_params")
+    n_weights = sum(math.prod(s) for s in shapes.values())
+    biggest = max(shapes, key=lambda k: math.prod(shapes[k]))
+    size = ("hidden_size" if biggest == rec else "output_size" if biggest == "W_y" else
+            "input_size" if shapes[biggest][0] == I else "hidden_size")
+    _validate.memory(n_weights * 8, "init_params", hint=(
+        f": the {cell.name} cell's parameters for input_size={I}, hidden_size={H}, "
+        f"output_size={O} are {n_weights:,} numbers, drawn in float64 ({biggest} alone is "
+        f"{' x '.join(map(str, shapes[biggest]))}): {size} is too large"))
 
     if scheme == "uniform":
         # exactly the models' draws: same bound, same order, same cast
