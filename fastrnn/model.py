@@ -227,17 +227,22 @@ class RecurrentModel:
     def fit(self, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
             clip_norm=5.0, clip_value=None, tbptt=None, lengths=None, target="sequence",
             validation_data=None, callbacks=(), shuffle=True, progress=None,
-            max_bad_steps=10, seed=None):
+            max_bad_steps=10, seed=None, lr_schedule=None):
         """Train on X (N, T, I) and targets Y (as for loss_and_grad); returns a History.
 
         optimizer: "sgd", "adagrad", "rmsprop", "adam", or a fastrnn.optim.Optimizer
-        (class or instance); lr=None is its default. clip_norm: clip the global gradient
+        (class or instance); lr=None is its default. lr_schedule: None or "constant" (a
+        constant lr), "cosine" (fastrnn.optim.CosineLR over these epochs) or a schedule
+        object (fastrnn.optim.StepLR(10), any callable epoch -> factor); not with an
+        Optimizer instance, which has its own. clip_norm: clip the global gradient
         norm (None: off); clip_value: clip each entry. tbptt=k: truncated BPTT in chunks of
         k steps, the state carried across chunks, one update per chunk. lengths (N,):
         variable-length sequences. validation_data: (X_val, Y_val[, lengths_val]).
         callbacks: fastrnn.train.Callback objects (EarlyStopping, ModelCheckpoint).
-        progress: tqdm bar; None = only on a terminal. A step with a NaN/inf loss,
-        gradient or update is skipped; max_bad_steps in a row raise FloatingPointError.
+        progress: None = a tqdm bar on a terminal (or in a notebook), plain lines on stderr
+        elsewhere (logs, CI, pipes); True = a bar anyway; False = nothing. A step with a
+        NaN/inf loss, gradient or update is skipped (an overflowing update is undone,
+        optimizer state included); max_bad_steps in a row raise FloatingPointError.
         seed: of the shuffling (default: the model's seed): the same seed and thread count
         give bit-identical weights.
         """
@@ -246,7 +251,7 @@ class RecurrentModel:
                    lr=lr, clip_norm=clip_norm, clip_value=clip_value, tbptt=tbptt,
                    lengths=lengths, target=target, validation_data=validation_data,
                    callbacks=callbacks, shuffle=shuffle, progress=progress,
-                   max_bad_steps=max_bad_steps, seed=seed)
+                   max_bad_steps=max_bad_steps, seed=seed, lr_schedule=lr_schedule)
 
     def save(self, path, metadata=None):
         """Write the model to path (.npz of the parameters with JSON metadata), atomically:
