@@ -128,15 +128,7 @@ def float_array(x, name, dims, dtype=None, finish=True, dtype_of="X"):
     """
     ndim = _ndim(dims)
     if not isinstance(x, np.ndarray):
-        if isinstance(x, (list, tuple)) and x and isinstance(x[0], np.ndarray):
-            # a sequence of arrays becomes one array: as large as all of them together
-            memory(len(x) * x[0].nbytes, f"{name} (a {type(x).__name__} of arrays, converted "
-                                         f"to one array)")
-        try:
-            x = np.asarray(x)
-        except (ValueError, TypeError) as exc:
-            raise TypeError(f"{name} must be a float array of shape {dims}; "
-                            f"it cannot be converted to an array: {exc}") from None
+        x = as_array(x, name, dims, "a float array")
     native = x.dtype
     if native is not _F32 and native is not _F64 and native.kind == "f":
         native = native.newbyteorder("=")             # byte-swapped: compared as native
@@ -152,6 +144,66 @@ def float_array(x, name, dims, dtype=None, finish=True, dtype_of="X"):
         raise ValueError(f"{name} must not be empty; got shape {x.shape} (expected {dims}, "
                          f"every dimension >= 1)")
     return finished(x, name) if finish else x
+
+
+def as_array(x, name, dims, what="an array"):
+    """np.asarray(x) for a list, tuple or other array-like x, with a TypeError naming x when
+    it cannot be converted: for a ragged nested list, where and how it is ragged (and for
+    sequences of different lengths, how to pass them: padded, with lengths=)."""
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], np.ndarray):
+        # a sequence of arrays becomes one array: as large as all of them together
+        memory(len(x) * x[0].nbytes, f"{name} (a {type(x).__name__} of arrays, converted "
+                                     f"to one array)")
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as exc:
+        why = _ragged(x, name, dims) or str(exc)
+        raise TypeError(f"{name} must be {what} of shape {dims}; it cannot be converted to "
+                        f"an array: {why}") from None
+
+
+def _ragged(x, name, dims):
+    """How the nested sequence x is ragged, as a sentence, or None if it is not."""
+    level = [(name, x)]
+    axes = [d.strip() for d in dims.strip("()").split(",") if d.strip()]
+    for axis in range(1, len(axes) + 1):
+        sizes, children = [], []
+        for label, seq in level:
+            if not _nested(seq):
+                return None
+            for i, item in enumerate(seq):
+                child = f"{label}[{i}]"
+                nested = _nested(item)
+                sizes.append((child, len(item) if nested else None))
+                if nested:
+                    children.append((child, item))
+        first_label, first = sizes[0] if sizes else (None, None)
+        other = next(((lab, n) for lab, n in sizes if n != first), None)
+        if other is not None:
+            lengths = [n for _, n in sizes]
+            if axis == 1 and axes[:2] == ["N", "T"] and None not in lengths:
+                shown = ", ".join(map(str, lengths[:4])) + (", ..." if len(lengths) > 4 else "")
+                return (f"it is a list of sequences of different lengths ({first_label} has "
+                        f"{first} steps, {other[0]} has {other[1]}). Pad them into one array "
+                        f"of shape {dims} with T the longest length ({max(lengths)}) and pass "
+                        f"lengths=, each sequence's number of steps (here {shown}): steps "
+                        f"past a sequence's end are not scored, get no gradient and leave "
+                        f"its state alone")
+
+            def has(n):
+                return "a single value" if n is None else f"{n} entries"
+            where = (f"{first_label} has {has(first)} but {other[0]} has {has(other[1])} "
+                     f"(axis {axis} of {dims})")
+            return f"it is a ragged list: {where}"
+        if not children:
+            return None
+        level = children
+    return None
+
+
+def _nested(x):
+    """x is a list, tuple or array of at least one dimension (np.ndim would convert)."""
+    return isinstance(x, (list, tuple)) or (isinstance(x, np.ndarray) and x.ndim > 0)
 
 
 @functools.lru_cache(maxsize=None)
@@ -429,16 +481,24 @@ def targets(Y, output, target, N, T, O, dt, lengths=None):
     with shape (N, T) or (N,), returned as int64. With lengths (validated), labels past a
     sequence's end are not looked at (any padding value will do) and come back as 0."""
     seq = target == "sequence"
-    if output == "linear" and O == 1 and np.ndim(Y) == (2 if seq else 1):
-        Y = np.asarray(Y)[..., None]          # one output: (N, T) / (N,) targets accepted
     if output == "linear":
         dims, shape = ("(N, T, O)", (N, T, O)) if seq else ("(N, O)", (N, O))
+    else:
+        dims, shape = ("(N, T)", (N, T)) if seq else ("(N,)", (N,))
+    if not isinstance(Y, np.ndarray):
+        Y = as_array(Y, "Y", dims)
+    if output == "linear" and O == 1 and Y.ndim == (2 if seq else 1) and \
+            Y.shape[1:] == shape[1:-1]:
+        Y = Y[..., None]                      # one output: (N, T) / (N,) targets accepted
+    hint = _target_hint(target, output, Y.shape, shape, N, T)
+    if hint:
+        extra = f"output={output!r}, " if output == "softmax" else ""
+        raise ValueError(f"Y must have shape {dims} = {shape} for {extra}target={target!r}; "
+                         f"got {Y.shape}{hint}")
+    if output == "linear":
         Y = float_array(Y, "Y", dims, dt, finish=False)
         expect_shape(Y, "Y", shape, dims, f"target={target!r}, X and W_y")
         return finished(Y, "Y")
-    dims, shape = ("(N, T)", (N, T)) if seq else ("(N,)", (N,))
-    if not isinstance(Y, np.ndarray):
-        Y = np.asarray(Y)
     if Y.dtype.kind not in "iu":
         raise TypeError(f"Y must hold integer class labels for output='softmax'; got dtype "
                         f"{Y.dtype} (use .astype(np.int64) if the values are whole numbers)")
@@ -458,6 +518,25 @@ def targets(Y, output, target, N, T, O, dt, lengths=None):
     if scored is not None:
         Y = np.where(scored, Y, 0)
     return np.require(Y, dtype=np.int64, requirements=["C", "A"])
+
+
+def _target_hint(target, output, got, shape, N, T):
+    """The end of the message for targets with one entry per step given with target="last"
+    (or one per sequence with target="sequence"), else "" (other shape errors keep their
+    plain messages)."""
+    what = "label" if output == "softmax" else "target"
+    per_step = got[:2] == (N, T) and (len(got) == len(shape) + 1 or (
+        output == "linear" and len(got) == 2 and shape[1] == 1 and T > 1))   # O = 1: (N, T)
+    if target == "last" and got != shape and per_step:
+        return (f", one {what} per step: target='last' expects one {what} per sequence, "
+                f"{'(N,)' if output == 'softmax' else '(N, O)'}, scored at its last step. "
+                f"Pass target='sequence' to score every step, or Y[:, -1] (with lengths, "
+                f"Y[np.arange(N), lengths - 1]) to score the last step only")
+    if target == "sequence" and len(got) == len(shape) - 1 and got[:1] == (N,):
+        return (f", one {what} per sequence: target='sequence' expects one {what} per "
+                f"step, {'(N, T)' if output == 'softmax' else '(N, T, O)'}; for one per "
+                f"sequence, scored at its last step, pass target='last'")
+    return ""
 
 
 def blas_sizes(**dims):
@@ -489,14 +568,15 @@ def available_memory():
         return None
 
 
-def memory(nbytes, what):
-    """MemoryError before allocating, if nbytes of buffers cannot fit in available memory."""
+def memory(nbytes, what, hint=""):
+    """MemoryError before allocating, if nbytes of buffers cannot fit in available memory.
+    hint: appended to the message (say which argument makes it so large)."""
     if nbytes < 1 << 28:          # below 256 MiB: not worth a look at /proc
         return
     avail = available_memory()
     if avail is not None and nbytes > avail:
         raise MemoryError(f"{what} needs {nbytes / 2**30:.2f} GiB of buffers but only "
-                          f"{avail / 2**30:.2f} GiB of memory is available")
+                          f"{avail / 2**30:.2f} GiB of memory is available{hint}")
 
 
 def model_weights(params, shapes, dt):

@@ -86,7 +86,17 @@ def init_params(input_size, hidden_size, output_size, scheme="uniform", rng=None
     layers = cell.stack_weight_names(L, D == 2)        # [(W_x, W_s, b), (W_x_l0_reverse, ...)]
     shapes = cell.stack_weight_shapes(I, H, L, D == 2)
     shapes.update(head.param_shapes(D * H, O))
-    _validate.memory(sum(math.prod(s) for s in shapes.values()) * 8, "init_params")
+    n_weights = sum(math.prod(s) for s in shapes.values())
+    biggest = max(shapes, key=lambda k: math.prod(shapes[k]))
+    base = biggest.split("_l")[0] if biggest not in head.PARAMS else biggest
+    size = ("hidden_size" if base == rec else "output_size" if biggest == "W_y" else
+            "input_size" if shapes[biggest][0] == I and biggest == base else "hidden_size")
+    _validate.memory(n_weights * 8, "init_params", hint=(
+        f": the {cell.name} cell's parameters for input_size={I}, hidden_size={H}, "
+        f"output_size={O}{f', num_layers={L}' if L > 1 else ''} are {n_weights:,} "
+        f"numbers, drawn in float64 "
+        f"({biggest} alone is {' x '.join(map(str, shapes[biggest]))}): {size} is too "
+        f"large"))
 
     if scheme == "uniform":
         # exactly the models' draws: same bound, same order, same cast

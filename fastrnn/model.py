@@ -348,17 +348,22 @@ class RecurrentModel:
             clip_norm=5.0, clip_value=None, tbptt=None, lengths=None, target="sequence",
             validation_data=None, callbacks=(), shuffle=True, progress=None,
             max_bad_steps=10, seed=None, weight_decay=None, decay_biases=False,
-            sample_weight=None):
+            sample_weight=None, lr_schedule=None):
         """Train on X (N, T, I) and targets Y (as for loss_and_grad); returns a History.
 
         optimizer: "sgd", "adagrad", "rmsprop", "adam", "adamw", or fastrnn.optim.Optimizer
-        (class or instance); lr=None is its default. clip_norm: clip the global gradient
+        (class or instance); lr=None is its default. lr_schedule: None or "constant" (a
+        constant lr), "cosine" (fastrnn.optim.CosineLR over these epochs) or a schedule
+        object (fastrnn.optim.StepLR(10), any callable epoch -> factor); not with an
+        Optimizer instance, which has its own. clip_norm: clip the global gradient
         norm (None: off); clip_value: clip each entry. tbptt=k: truncated BPTT in chunks of
         k steps, the state carried across chunks, one update per chunk. lengths (N,):
         variable-length sequences. validation_data: (X_val, Y_val[, lengths_val]).
         callbacks: fastrnn.train.Callback objects (EarlyStopping, ModelCheckpoint).
-        progress: tqdm bar; None = only on a terminal. A step with a NaN/inf loss,
-        gradient or update is skipped; max_bad_steps in a row raise FloatingPointError.
+        progress: None = a tqdm bar on a terminal (or in a notebook), plain lines on stderr
+        elsewhere (logs, CI, pipes); True = a bar anyway; False = nothing. A step with a
+        NaN/inf loss, gradient or update is skipped (an overflowing update is undone,
+        optimizer state included); max_bad_steps in a row raise FloatingPointError.
         seed: of the shuffling (default: the model's seed): the same seed and thread count
         give bit-identical weights. weight_decay: L2 penalty (decoupled decay for "adamw");
         None is the optimizer's default (0; AdamW 0.01). decay_biases: decay the 1-D
@@ -374,7 +379,8 @@ class RecurrentModel:
                    lengths=lengths, target=target, validation_data=validation_data,
                    callbacks=callbacks, shuffle=shuffle, progress=progress,
                    max_bad_steps=max_bad_steps, seed=seed, weight_decay=weight_decay,
-                   decay_biases=decay_biases, sample_weight=sample_weight)
+                   decay_biases=decay_biases, sample_weight=sample_weight,
+                   lr_schedule=lr_schedule)
 
     def save(self, path, metadata=None):
         """Write the model to path (.npz of the parameters with JSON metadata), atomically:

@@ -222,7 +222,8 @@ class _ElmanBase(BaseEstimator):
         history = model.fit(X, Y, epochs=epochs, batch_size=self.batch_size,
                             optimizer=optimizer, clip_norm=self.clip_norm,
                             tbptt=self.tbptt, target=target, validation_data=validation_data,
-                            callbacks=callbacks, shuffle=True, progress=bool(self.verbose),
+                            callbacks=callbacks, shuffle=True,
+                            progress=None if self.verbose else False,   # bar or lines
                             seed=self._seed(self.n_iter_))
         self.history_ = history
         self.n_iter_ += len(history)
@@ -325,7 +326,7 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
     validation_fraction : float, default=0.1
     n_iter_no_change : int, default=10
     verbose : bool, default=False
-        Show a progress bar during fit.
+        Show fit's progress: a bar on a terminal, plain lines on stderr elsewhere.
     cell : {"elman", "lstm", "gru"}, default="elman"
         The recurrent cell: fastrnn.ElmanRNN, fastrnn.LSTM (forget-gate bias 1) or
         fastrnn.GRU. activation and spectral_radius apply to the Elman cell only.

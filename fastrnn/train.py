@@ -6,8 +6,12 @@ One optimizer step per mini-batch (or, with truncated BPTT, per chunk of tbptt s
 mini-batch, the state carried from chunk to chunk as in min-char-rnn). Each step: loss and
 gradients from the compiled core, the global gradient norm (recorded before clipping),
 clipping by norm and/or value, then the update. A step whose loss or gradient is NaN/inf is
-skipped and counted (weights untouched); max_bad_steps in a row stop training with a
-FloatingPointError, so weights are never silently corrupted.
+skipped and counted (weights untouched), and so is one whose update overflows (the weights and
+the optimizer's state are put back exactly as they were); max_bad_steps in a row stop
+training with a FloatingPointError, so weights are never silently corrupted.
+
+Progress: a tqdm bar for the whole fit call on a terminal (or in a notebook); elsewhere (a
+log file, CI, a pipe) plain lines on stderr, at most one every PROGRESS_SECONDS seconds.
 """
 import contextlib
 import math
@@ -19,18 +23,26 @@ from threadpoolctl import threadpool_limits
 
 from . import _validate, head
 from ._threads import SINGLE_THREAD_WORK
-from .optim import clip_by_global_norm, clip_by_value, global_norm, make_optimizer
+from .optim import (CosineLR, Optimizer, clip_by_global_norm, clip_by_value, global_norm,
+                    make_optimizer)
+
+LR_SCHEDULES = ("constant", "cosine")       # fit's lr_schedule names (or a callable)
+PROGRESS_SECONDS = 5.0     # off a terminal: at most one progress line per this many seconds
 
 
 class History:
-    """Per-epoch records of a fit: a list of dicts in .epochs with the keys
+    """Per-epoch records of a fit: a list of dicts in .epochs, one per epoch, with the keys
 
-    epoch, loss (mean training loss), val_loss and val_metric (None without validation data;
-    the metric is accuracy for softmax outputs and mean absolute error for linear ones),
-    grad_norm (mean global gradient norm before clipping) and grad_norm_max, lr, steps,
+    epoch (1, 2, ...), loss (mean training loss over the epoch's steps), val_loss and
+    val_metric (None without validation data; the metric is accuracy for softmax outputs and
+    mean absolute error for linear ones), grad_norm (mean global gradient norm before
+    clipping) and grad_norm_max, lr (the learning rate the epoch trained at), steps,
     skipped_steps (non-finite), seconds, samples_per_second.
 
-    history["loss"] gives one key's values over the epochs.
+    history["loss"] gives one key's values over the epochs, history[-1] (an int) one epoch's
+    dict; iterating gives the epochs' dicts in order, keys() the record keys, and
+    "loss" in history asks whether a key is recorded. stopped_early: a callback stopped
+    the fit. fastrnn.diagnostics.plot_history(history) plots the losses.
     """
 
     def __init__(self):
@@ -38,10 +50,27 @@ class History:
         self.stopped_early = False
 
     def __getitem__(self, key):
-        return [e[key] for e in self.epochs]
+        if isinstance(key, str):
+            if self.epochs and key not in self.epochs[0]:
+                raise KeyError(f"History has no key {key!r}; its keys are {self.keys()}")
+            return [e[key] for e in self.epochs]
+        return self.epochs[key]         # an epoch's dict (int) or a list of them (slice)
+
+    def __iter__(self):
+        return iter(self.epochs)
 
     def __len__(self):
         return len(self.epochs)
+
+    def __contains__(self, key):
+        """A key of the records ("loss" in history), or an epoch's dict."""
+        if isinstance(key, str):
+            return key in self.keys()
+        return key in self.epochs
+
+    def keys(self):
+        """The record keys (empty before the first epoch)."""
+        return list(self.epochs[0]) if self.epochs else []
 
     def __repr__(self):
         last = self.epochs[-1] if self.epochs else {}
@@ -125,17 +154,169 @@ def blas_threads(batch_size, hidden_size, gates=1):
     return contextlib.nullcontext()
 
 
-def _progress_bar(enabled, total, desc):
-    """A tqdm bar, or None. enabled=None: only when stderr is a terminal."""
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return None
+def _isatty(stream):
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):     # no isatty, or a closed stream
+        return False
+
+
+def _in_notebook():
+    """True in a Jupyter kernel, where stderr is no terminal but tqdm.auto draws a widget."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def progress_kind(progress):
+    """How progress is shown: "bar" (tqdm), "lines" (plain lines on stderr) or None.
+
+    progress=None: a bar when stderr is a terminal or in a notebook; plain lines when it is
+    anything else (a file, a pipe, CI's log), never a bar's carriage-return fragments.
+    True: a bar wherever stderr goes; False: nothing."""
+    if progress is None:
+        if sys.stderr is None:
+            return None
+        return "bar" if _isatty(sys.stderr) or _in_notebook() else "lines"
+    return "bar" if progress else None
+
+
+def progress_bar(total, desc, unit="seq", **kwargs):
+    """A tqdm bar on stderr, or None if tqdm cannot be imported."""
     try:
         from tqdm.auto import tqdm
     except ImportError:           # tqdm is a dependency, but do not fail training over it
         return None
-    return tqdm(total=total, desc=desc, unit="seq", leave=False, file=sys.stderr)
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, **kwargs)
+
+
+def _say(line):
+    print(line, file=sys.stderr, flush=True)
+
+
+class _Progress:
+    """fit's progress: one tqdm bar for the whole call, or plain lines (see progress_kind).
+
+    Lines: the first and the last epoch, and in between at most one line per
+    PROGRESS_SECONDS (at an epoch's end, or after a batch within a long epoch)."""
+
+    def __init__(self, progress, epochs, n):
+        self.kind, self.epochs, self.n = progress_kind(progress), epochs, n
+        self.bar = progress_bar(epochs * n, "fit") if self.kind == "bar" else None
+        if self.kind == "bar" and self.bar is None:
+            self.kind = "lines"                       # no tqdm: lines rather than nothing
+        self.t0 = self.last = time.perf_counter()
+        self.pending = None                           # an epoch's line not printed yet
+
+    def batch(self, epoch, done, size, loss):
+        """After a batch of size sequences, done of the epoch's n so far."""
+        if self.bar is not None:
+            self.bar.update(size)
+            if loss is not None:
+                self.bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}")
+        elif self.kind == "lines" and done < self.n:
+            now = time.perf_counter()
+            if now - self.last >= PROGRESS_SECONDS:
+                self.last = now
+                loss = "" if loss is None else f", loss {loss:.4g}"
+                _say(f"fit: epoch {epoch}/{self.epochs}: {done:,}/{self.n:,} sequences"
+                     f"{loss}; {now - self.t0:.1f} s elapsed")
+
+    def epoch_end(self, logs):
+        if self.kind != "lines":
+            return
+        now = time.perf_counter()
+        e = logs["epoch"]
+        if e == 1 or e == self.epochs or now - self.last >= PROGRESS_SECONDS:
+            self.last, self.pending = now, None
+            _say(self._line(logs, now))
+        else:
+            self.pending = (logs, now)
+
+    def _line(self, logs, now):
+        parts = [f"loss {logs['loss']:.4g}"]
+        if logs["val_loss"] is not None:
+            parts.append(f"val_loss {logs['val_loss']:.4g}")
+        if logs["val_metric"] is not None:
+            parts.append(f"val_metric {logs['val_metric']:.4g}")
+        if logs["skipped_steps"]:
+            parts.append(f"{logs['skipped_steps']} skipped steps")
+        return (f"fit: epoch {logs['epoch']}/{self.epochs}: {', '.join(parts)}; "
+                f"{logs['seconds']:.2f} s/epoch ({logs['samples_per_second']:,.0f} seq/s), "
+                f"{now - self.t0:.1f} s elapsed")
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        elif self.pending is not None:                # the last epoch run (stopped early)
+            _say(self._line(*self.pending))
+            self.pending = None
+
+
+class _Rollback:
+    """Undo an optimizer step exactly: the weights, the optimizer's state buffers and its
+    step count as they were before it.
+
+    Why a copy before every step taken. A step whose loss or gradient is not finite never
+    reaches the optimizer (fit skips it: the global norm is finite only if every gradient
+    entry is; a norm beyond float64's range skips a finite step too, harmlessly), so it
+    needs no undoing and costs no copy. A step with finite gradients can
+    still overflow in the update (a huge lr, gradients near the dtype's range): in the
+    weights, or only in the optimizer's state (Adam's g*g overflowing to inf leaves the
+    weights finite and silently freezes those entries for good). The optimizers update
+    their arrays in place, allocating nothing per step, and their arithmetic cannot be run
+    backwards exactly (beta * m + (1 - beta) * g rounds), so the only exact source of the
+    previous values is a copy taken before the step: into these arrays, allocated once per
+    fit. Cheaper schemes were considered and left: predicting an overflow from lr and the
+    gradient norm would need a bound per optimizer (and has none for a user's subclass);
+    updating out of place into the spare arrays and swapping would need the optimizers to
+    cooperate, and the model's arrays must stay the same objects. The cost (not measured):
+    one more read and write of the weights and of each state buffer per step (Adam: 3
+    arrays, beside the ~30 array passes of its own update) and one read-only finiteness
+    pass over them; next to loss_and_grad, which touches every weight N*T times, this is
+    small except for the tiniest batches.
+    """
+
+    def __init__(self, params, opt):
+        arrays = list(params.values())
+        for bufs in opt.state.values():
+            arrays.extend(bufs.values())
+        self.opt = opt
+        self.pairs = [(a, np.empty_like(a)) for a in arrays]
+        self.steps = opt.steps
+
+    def save(self):
+        for a, saved in self.pairs:
+            np.copyto(saved, a)
+        self.steps = self.opt.steps
+
+    def finite(self):
+        return all(_validate._all_finite(a) for a, _ in self.pairs)
+
+    def restore(self):
+        for a, saved in self.pairs:
+            np.copyto(a, saved)
+        self.opt.steps = self.steps
+
+
+def _lr_schedule(lr_schedule, optimizer, epochs):
+    """fit's lr_schedule as the schedule to build the optimizer with (None: constant)."""
+    if lr_schedule is None:
+        return None
+    if isinstance(optimizer, Optimizer):
+        raise ValueError(f"lr_schedule cannot be given with an optimizer that is already "
+                         f"built ({optimizer!r}): give it the schedule when you build it "
+                         f"(schedule=), or name the optimizer (optimizer='adam', "
+                         f"lr_schedule={lr_schedule!r})")
+    if isinstance(lr_schedule, str):
+        name = _validate.choice(lr_schedule, "lr_schedule", LR_SCHEDULES)
+        return CosineLR(epochs) if name == "cosine" else None
+    if not callable(lr_schedule):
+        names = ", ".join(map(repr, LR_SCHEDULES))
+        raise TypeError(f"lr_schedule must be None, one of {names} or a schedule (a "
+                        f"callable epoch -> factor, such as fastrnn.optim.StepLR(10)); got "
+                        f"{lr_schedule!r}")
+    return lr_schedule
 
 
 def check_data(model, X, Y, lengths, target, name="X"):
@@ -170,9 +351,10 @@ def evaluate(model, X, Y, lengths=None, target="sequence"):
 
 
 def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
-        clip_norm=5.0, clip_value=None, tbptt=None, lengths=None, target="sequence",
-        validation_data=None, callbacks=(), shuffle=True, progress=None, max_bad_steps=10,
-        seed=None, weight_decay=None, decay_biases=False, sample_weight=None):
+        lr_schedule=None, clip_norm=5.0, clip_value=None, tbptt=None, lengths=None,
+        target="sequence", validation_data=None, callbacks=(), shuffle=True, progress=None,
+        max_bad_steps=10, seed=None, weight_decay=None, decay_biases=False,
+        sample_weight=None):
     """Train model on X (N, T, I) and targets Y; returns a History. See ElmanRNN.fit."""
     epochs = _validate.positive_int(epochs, "epochs")
     batch_size = _validate.positive_int(batch_size, "batch_size")
@@ -188,6 +370,7 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
         if value is not None and not (isinstance(value, (int, float)) and value > 0
                                       and math.isfinite(value)):
             raise ValueError(f"{name} must be None or a positive number; got {value!r}")
+    schedule = _lr_schedule(lr_schedule, optimizer, epochs)
     X, Y, lengths = check_data(model, X, Y, lengths, target)
     sample_weight = _validate.sample_weight(sample_weight, X.shape[0])
     if validation_data is not None:
@@ -200,7 +383,8 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
     decay = {} if weight_decay is None else {"weight_decay": weight_decay}
     if decay_biases is not False:
         decay["decay_biases"] = decay_biases
-    opt = make_optimizer(optimizer, model.params, lr, **decay)
+    opt = make_optimizer(optimizer, model.params, lr, **decay,
+                         **({} if schedule is None else {"schedule": schedule}))
     rng = np.random.default_rng(model.seed if seed is None else seed)
     # dropout masks from a stream of their own, so that the shuffling does not depend on
     # whether the model has dropout
@@ -208,18 +392,19 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
         np.random.SeedSequence(model.seed if seed is None else seed).spawn(1)[0])
     callbacks = list(callbacks)
     history = History()
-    backup = {k: np.empty_like(v) for k, v in model.params.items()}
+    rollback = _Rollback(model.params, opt)
     N = X.shape[0]
     bad_in_a_row = 0
 
     for cb in callbacks:
         cb.on_train_begin(model, history)
-    bar = _progress_bar(progress, epochs * N, "fit")
+    report = _Progress(progress, epochs, N)
     threads = blas_threads(min(batch_size, N), model.hidden_size, model.cell.n_gates)
     threads.__enter__()
     try:
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
+            lr_epoch = opt.lr                   # the rate this epoch trains at
             order = rng.permutation(N) if shuffle else np.arange(N)
             losses, norms, skipped = [], [], 0
             for start in range(0, N, batch_size):
@@ -235,15 +420,16 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
                             else global_norm(grads))
                     if clip_value:
                         clip_by_value(grads, clip_value)
+                    # a finite norm means every gradient entry is finite: checked before
+                    # the step, so a non-finite gradient never reaches the optimizer's state
                     ok = math.isfinite(loss) and math.isfinite(norm)
                     if ok:
-                        for k, v in model.params.items():
-                            np.copyto(backup[k], v)
-                        opt.step(grads)
-                        ok = all(_validate._all_finite(v) for v in model.params.values())
+                        rollback.save()
+                        with np.errstate(over="ignore", invalid="ignore"):   # undone below
+                            opt.step(grads)
+                        ok = rollback.finite()
                         if not ok:                   # the update itself overflowed
-                            for k, v in model.params.items():
-                                np.copyto(v, backup[k])
+                            rollback.restore()
                     if not ok:
                         skipped += 1
                         bad_in_a_row += 1
@@ -258,10 +444,8 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
                     bad_in_a_row = 0
                     losses.append(loss)
                     norms.append(norm)
-                if bar is not None:
-                    bar.update(len(idx))
-                    if losses:
-                        bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.4g}")
+                report.batch(epoch, min(start + batch_size, N), len(idx),
+                             losses[-1] if losses else None)
             opt.epoch_end()
             seconds = time.perf_counter() - t0
             val_loss = val_metric = None
@@ -272,17 +456,17 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
                     "val_loss": val_loss, "val_metric": val_metric,
                     "grad_norm": float(np.mean(norms)) if norms else math.nan,
                     "grad_norm_max": float(np.max(norms)) if norms else math.nan,
-                    "lr": opt.lr, "steps": len(losses) + skipped, "skipped_steps": skipped,
+                    "lr": lr_epoch, "steps": len(losses) + skipped, "skipped_steps": skipped,
                     "seconds": seconds, "samples_per_second": N / seconds}
             history.epochs.append(logs)
+            report.epoch_end(logs)
             stop = [cb.on_epoch_end(model, history, logs) for cb in callbacks]
             if any(stop):
                 history.stopped_early = True
                 break
     finally:
         threads.__exit__(None, None, None)
-        if bar is not None:
-            bar.close()
+        report.close()
     for cb in callbacks:
         cb.on_train_end(model, history)
     model.optimizer_ = opt

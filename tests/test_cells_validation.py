@@ -338,8 +338,15 @@ def test_gru_tuple_state_of_a_huge_view_is_not_converted(method):
 @pytest.mark.parametrize("cell", CELL_NAMES)
 @pytest.mark.parametrize("sizes", [(1, 2**20, 1), (2**26, 4, 1), (1, 4, 2**28)])
 def test_absurd_model_sizes_raise_memory_error(cell, sizes):
+    # the message names the size that makes the parameters so large
+    size = {0: "input_size", 1: "hidden_size", 2: "output_size"}[int(np.argmax(sizes))]
     with mock.patch.object(V, "available_memory", lambda: 1 << 30):
-        with pytest.raises(MemoryError, match=r"^init_params needs [\d.]+ GiB"):
+        with pytest.raises(MemoryError, match=rf"^init_params needs [\d.]+ GiB of buffers but "
+                                              rf"only 1.00 GiB of memory is available: the "
+                                              rf"{cell} cell's parameters for input_size="
+                                              rf"{sizes[0]}, hidden_size={sizes[1]}, "
+                                              rf"output_size={sizes[2]} are .* {size} is too "
+                                              rf"large$"):
             MODELS[cell](*sizes)
 
 

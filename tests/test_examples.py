@@ -5,7 +5,10 @@ The examples live beside the package, not in it: where there is no examples/ dir
 to tests/ (an installed package tested elsewhere), those tests skip.
 """
 import importlib.util
+import io
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,6 +76,40 @@ def test_fastrnn_command_quick(capsys):
     assert "before training" in out and "after" in out and "sample" in out
     assert "cython is" in out
     assert callable(time_backends)
+
+
+def test_fastrnn_command_off_a_terminal(tmp_path):
+    """Output to files (CI, a log, | tee): plain lines only, never a progress bar's
+    carriage-return fragments, and not many of them."""
+    out, err = tmp_path / "out.txt", tmp_path / "err.txt"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        proc = subprocess.run([sys.executable, "-m", "fastrnn", "--quick"], stdout=stdout,
+                              stderr=stderr, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, err.read_text(errors="replace")[-2000:]
+    for path in (out, err):
+        data = path.read_bytes()
+        assert b"\r" not in data, path.name
+        assert data.count(b"\n") < 200, path.name
+    text = out.read_text(encoding="utf-8")
+    assert "before training" in text and "epoch" in text and "cython is" in text
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_fastrnn_command_on_a_terminal_shows_one_bar(monkeypatch, capsys):
+    """The time budget is trained in several fit calls; the terminal sees one bar."""
+    pytest.importorskip("tqdm")
+    from fastrnn.apps.cli import main
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["--quick", "--minutes", "0.03", "--repeats", "1",
+                 "--sample-length", "5"]) == 0
+    bar = terminal.getvalue()
+    assert bar.count("train:   0%") == 1 and "fit:" not in bar and " s, epoch=" in bar
+    assert "after" in capsys.readouterr().out
 
 
 def test_subcommands_dispatch(tmp_path, capsys):

@@ -1,5 +1,6 @@
 """ElmanRNN.fit and its pieces: learning, determinism, clipping, the non-finite policy,
 truncated BPTT, variable lengths, validation, callbacks, progress, streaming step()."""
+import io
 import math
 
 import numpy as np
@@ -130,6 +131,61 @@ def test_overflowing_update_is_rolled_back():
         assert np.isfinite(m.params[k]).all()
 
 
+def huge_grads_on_step(monkeypatch, bad_step, largest):
+    """Gradients scaled to a largest entry of largest (finite) on the given (0-based)
+    optimizer step; returns a dict that receives, at that step, the weights and the
+    optimizer's state (of the optimizer the caller puts in it as "opt") just before it."""
+    real = fastrnn.model.RecurrentModel.loss_and_grad
+    count, before = {"n": 0}, {}
+
+    def fake(model, *args, **kwargs):
+        loss, grads = real(model, *args, **kwargs)[:2]
+        if count["n"] == bad_step:
+            before["params"] = {k: v.copy() for k, v in model.params.items()}
+            before["state"] = before["opt"].state_dict()
+            scale = largest / max(float(np.abs(grads[k]).max()) for k in model.params)
+            for k in model.params:
+                grads[k] *= scale
+                assert np.isfinite(grads[k]).all()      # finite: the step is taken
+        count["n"] += 1
+        return loss, grads
+
+    monkeypatch.setattr(fastrnn.model.RecurrentModel, "loss_and_grad", fake)
+    return before
+
+
+@pytest.mark.parametrize("case", ["adam", "sgd_momentum", "rmsprop"])
+def test_overflowing_update_restores_the_optimizer_state(monkeypatch, case):
+    """A step with finite gradients whose update overflows is skipped with the weights and
+    the optimizer's state (moments, step count) bit-identical to before it. Adam and
+    RMSProp: g*g overflows float32 and only the state goes non-finite (the weights stay
+    finite); SGD: the weights overflow and the momentum buffer has absorbed the gradient."""
+    X, Y = delayed_copy(n=64)
+    m = fastrnn.ElmanRNN(1, 8, 1, seed=0)
+    opt, largest = {
+        "adam": (lambda p: fastrnn.optim.Adam(p, lr=1e-2), 1e30),
+        "sgd_momentum": (lambda p: fastrnn.optim.SGD(p, lr=10.0, momentum=0.9), 1e38),
+        "rmsprop": (lambda p: fastrnn.optim.RMSProp(p, lr=1e-3), 1e30),
+    }[case]
+    opt = opt(m.params)
+    before = huge_grads_on_step(monkeypatch, 3, largest)      # the last of 4 steps
+    before["opt"] = opt
+    h = m.fit(X, Y, epochs=1, batch_size=16, optimizer=opt, clip_norm=None, shuffle=False,
+              progress=False)
+    assert h["skipped_steps"] == [1] and h["steps"] == [4]
+    for k, v in before["params"].items():
+        np.testing.assert_array_equal(m.params[k], v)
+    after = opt.state_dict()
+    assert after.keys() == before["state"].keys() and after["steps"] == 3
+    assert after.pop("epoch") == before["state"].pop("epoch") + 1     # the epoch ended
+    for k, v in before["state"].items():
+        if isinstance(v, np.ndarray):
+            assert v.dtype == after[k].dtype
+            np.testing.assert_array_equal(after[k], v, err_msg=k)
+        else:
+            assert after[k] == v, k
+
+
 def test_tbptt_equals_full_bptt_when_chunk_covers_sequence():
     X, Y = delayed_copy(n=32, T=10)
     a, b = (fastrnn.ElmanRNN(1, 8, 1, seed=0) for _ in range(2))
@@ -226,15 +282,128 @@ def test_early_stopping_needs_validation_data():
         m.fit(X, Y, epochs=2, callbacks=[fastrnn.EarlyStopping()], progress=False)
 
 
-def test_progress_bar(capsys):
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_off_a_terminal_is_plain_lines(capsys, monkeypatch):
+    """stderr is not a terminal (pytest captures it): progress=None prints plain lines, the
+    first and the last epoch and at most one per PROGRESS_SECONDS between, never a bar."""
+    X, Y = delayed_copy(n=64)
+    m = fastrnn.ElmanRNN(1, 4, 1)
+    m.fit(X, Y, epochs=30, batch_size=16)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "%|" not in err
+    lines = err.splitlines()
+    assert lines[0].startswith("fit: epoch 1/30: loss ") and "seq/s" in lines[0]
+    assert lines[-1].startswith("fit: epoch 30/30: loss ")
+    assert len(lines) < 30                          # not one line per (fast) epoch
+    # with the interval at 0: a line per epoch, and lines within an epoch
+    monkeypatch.setattr(train_module, "PROGRESS_SECONDS", 0.0)
+    m.fit(X, Y, epochs=2, batch_size=16, validation_data=(X, Y))
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[1] for line in lines if "val_loss" in line] == \
+        [" epoch 1/2", " epoch 2/2"]
+    assert any("32/64 sequences" in line for line in lines)
+    assert all(line.startswith("fit: epoch ") for line in lines)
+
+
+def test_progress_last_line_of_an_early_stop(capsys):
     X, Y = delayed_copy(n=16)
     m = fastrnn.ElmanRNN(1, 4, 1)
-    m.fit(X, Y, epochs=2)                             # not a terminal: no bar
-    assert capsys.readouterr().err == ""
-    m.fit(X, Y, epochs=2, progress=True)
+
+    class StopAt3(fastrnn.Callback):
+        def on_epoch_end(self, model, history, logs):
+            return logs["epoch"] == 3
+
+    h = m.fit(X, Y, epochs=50, callbacks=[StopAt3()])
+    assert h.stopped_early and len(h) == 3
+    assert capsys.readouterr().err.splitlines()[-1].startswith("fit: epoch 3/50: loss")
+
+
+def test_progress_bar(capsys, monkeypatch):
+    pytest.importorskip("tqdm")
+    X, Y = delayed_copy(n=16)
+    m = fastrnn.ElmanRNN(1, 4, 1)
+    m.fit(X, Y, epochs=2, progress=True)            # forced: a bar even off a terminal
     assert "fit" in capsys.readouterr().err
     m.fit(X, Y, epochs=2, progress=False)
     assert capsys.readouterr().err == ""
+    terminal = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    m.fit(X, Y, epochs=3, batch_size=4)             # a terminal: one bar for the whole call
+    out = terminal.getvalue()
+    assert out.count("fit:   0%") == 1 and "| 0/48 " in out and "48/48" in out
+    assert "fit: epoch" not in out
+
+
+def test_history_reads_like_a_list_of_epochs():
+    X, Y = delayed_copy(n=32)
+    m = fastrnn.ElmanRNN(1, 4, 1)
+    h = m.fit(X, Y, epochs=3, progress=False)
+    assert [e["epoch"] for e in h] == [1, 2, 3]           # was: KeyError(0)
+    assert list(h) == h.epochs and h[-1] is h.epochs[-1] and h[0]["epoch"] == 1
+    assert h.keys() == list(h.epochs[0]) and {"loss", "lr", "val_loss"} <= set(h.keys())
+    assert "loss" in h and "accuracy" not in h
+    assert h["loss"] == [e["loss"] for e in h.epochs]
+    with pytest.raises(KeyError, match="no key 'accuracy'; its keys are"):
+        h["accuracy"]
+    empty = fastrnn.History()
+    assert list(empty) == [] and empty.keys() == [] and empty["loss"] == []
+
+
+@pytest.mark.parametrize("how", ["name", "object", "optimizer"])
+def test_history_lr_is_the_rate_each_epoch_trained_at(how):
+    """With CosineLR(2) and lr 0.1 epoch 1 trains at 0.1 and epoch 2 at 0.05 (was recorded
+    after the schedule's step: [0.05, 0.0])."""
+    X, Y = delayed_copy(n=32)
+    m = fastrnn.ElmanRNN(1, 4, 1, seed=0)
+    if how == "optimizer":
+        opt = fastrnn.optim.SGD(m.params, lr=0.1, schedule=fastrnn.optim.CosineLR(2))
+        h = m.fit(X, Y, epochs=2, optimizer=opt, progress=False)
+    else:
+        schedule = "cosine" if how == "name" else fastrnn.optim.CosineLR(2)
+        h = m.fit(X, Y, epochs=2, optimizer="sgd", lr=0.1, lr_schedule=schedule,
+                  progress=False)
+    assert h["lr"] == pytest.approx([0.1, 0.05], rel=1e-12)
+    assert m.optimizer_.lr == pytest.approx(0.0, abs=1e-15)     # after the last epoch
+
+
+def test_fit_lr_schedule():
+    X, Y = delayed_copy(n=32)
+    steps = fastrnn.optim.StepLR(2, gamma=0.5)
+    m = fastrnn.ElmanRNN(1, 4, 1, seed=0)
+    h = m.fit(X, Y, epochs=5, lr=0.02, lr_schedule=steps, progress=False)
+    assert h["lr"] == pytest.approx([0.02, 0.02, 0.01, 0.01, 0.005])
+    assert m.optimizer_.schedule is steps
+    h = m.fit(X, Y, epochs=3, lr=0.02, lr_schedule=lambda e: 1.0 / (1 + e), progress=False)
+    assert h["lr"] == pytest.approx([0.02, 0.01, 0.02 / 3])
+    for constant in (None, "constant"):
+        h = m.fit(X, Y, epochs=2, lr=0.02, lr_schedule=constant, progress=False)
+        assert h["lr"] == [0.02, 0.02] and m.optimizer_.schedule is None
+    # the same training as an optimizer built with the schedule
+    a, b = (fastrnn.ElmanRNN(1, 4, 1, seed=0) for _ in range(2))
+    a.fit(X, Y, epochs=3, lr=0.01, lr_schedule="cosine", progress=False)
+    b.fit(X, Y, epochs=3, progress=False, optimizer=fastrnn.optim.Adam(
+        b.params, lr=0.01, schedule=fastrnn.optim.CosineLR(3)))
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+
+
+@pytest.mark.parametrize("lr_schedule, exc, match", [
+    ("linear", ValueError, "lr_schedule must be one of 'constant', 'cosine'; got 'linear'"),
+    (0.5, TypeError, "lr_schedule must be None, one of 'constant', 'cosine' or a schedule"),
+])
+def test_fit_bad_lr_schedule(lr_schedule, exc, match):
+    X, Y = delayed_copy(n=16)
+    m = fastrnn.ElmanRNN(1, 4, 1)
+    with pytest.raises(exc, match=match):
+        m.fit(X, Y, lr_schedule=lr_schedule, progress=False)
+    with pytest.raises(ValueError, match="lr_schedule cannot be given with an optimizer that "
+                                         "is already built"):
+        m.fit(X, Y, lr_schedule="cosine", progress=False,
+              optimizer=fastrnn.optim.Adam(m.params))
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [

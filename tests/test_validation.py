@@ -159,19 +159,29 @@ Y_SHAPE_CASES = [
      r"got \(2, 3, 4\)$"),
     ("linear", "sequence", (N, T + 1, O), r"^Y must have shape \(N, T, O\) .*got \(2, 4, 3\)$"),
     ("linear", "sequence", (N + 1, T, O), r"^Y must have shape \(N, T, O\) .*got \(3, 3, 3\)$"),
-    ("linear", "sequence", (N, O), r"^Y must be 3-D with shape \(N, T, O\); got shape \(2, 3\)$"),
+    ("linear", "sequence", (N, O),
+     r"^Y must have shape \(N, T, O\) = \(2, 3, 3\) for target='sequence'; got \(2, 3\), one "
+     r"target per sequence: target='sequence' expects one target per step, \(N, T, O\); for "
+     r"one per sequence, scored at its last step, pass target='last'$"),
     ("linear", "last", (N, O + 1),
      r"^Y must have shape \(N, O\) = \(2, 3\) to match target='last', X and W_y; got \(2, 4\)$"),
     ("linear", "last", (N + 1, O), r"^Y must have shape \(N, O\) = \(2, 3\) .*got \(3, 3\)$"),
-    ("linear", "last", (N, T, O), r"^Y must be 2-D with shape \(N, O\); got shape \(2, 3, 3\)$"),
+    ("linear", "last", (N, T, O),
+     r"^Y must have shape \(N, O\) = \(2, 3\) for target='last'; got \(2, 3, 3\), one target "
+     r"per step: target='last' expects one target per sequence, \(N, O\), scored at its last "
+     r"step. Pass target='sequence' to score every step, or Y\[:, -1\]"),
     ("softmax", "sequence", (N, T + 1),
      r"^Y must have shape \(N, T\) = \(2, 3\) for output='softmax', target='sequence'; "
      r"got \(2, 4\)$"),
-    ("softmax", "sequence", (N,), r"^Y must have shape \(N, T\) = \(2, 3\) .*got \(2,\)$"),
+    ("softmax", "sequence", (N,),
+     r"^Y must have shape \(N, T\) = \(2, 3\) .*got \(2,\), one label per sequence: "
+     r"target='sequence' expects one label per step, \(N, T\);"),
     ("softmax", "sequence", (N, T, 1), r"^Y must have shape \(N, T\) .*got \(2, 3, 1\)$"),
     ("softmax", "last", (N + 1,),
      r"^Y must have shape \(N,\) = \(2,\) for output='softmax', target='last'; got \(3,\)$"),
-    ("softmax", "last", (N, T), r"^Y must have shape \(N,\) = \(2,\) .*got \(2, 3\)$"),
+    ("softmax", "last", (N, T),
+     r"^Y must have shape \(N,\) = \(2,\) .*got \(2, 3\), one label per step: target='last' "
+     r"expects one label per sequence, \(N,\)"),
 ]
 
 
@@ -220,6 +230,44 @@ def test_unconvertible_ragged_list(arg, backend):
     raises_for("forward", backend, TypeError,
                rf"^{arg} must be a float array of shape {re.escape(DIMS[arg])}; "
                rf"it cannot be converted to an array", **{arg: bad})
+
+
+def test_ragged_X_points_to_lengths():
+    """A list of sequences of different lengths: the message says so and how to pass them
+    (padded, with lengths=), not NumPy's "inhomogeneous shape"."""
+    m = fastrnn.ElmanRNN(3, 4, 1)
+    seqs = [np.zeros((5, 3), np.float32), np.zeros((3, 3), np.float32)]
+    for call in (lambda X: m.forward(X), lambda X: m.fit(X, np.zeros((2, 5, 1), np.float32)),
+                 lambda X: m.loss_and_grad(X, np.zeros((2, 5, 1), np.float32)),
+                 lambda X: fastrnn.elman_forward(X, None, *(m.params[k] for k in
+                                                            ("W_x", "W_s", "b")))):
+        for X in (seqs, [a.tolist() for a in seqs]):
+            with pytest.raises(TypeError) as info:
+                call(X)
+            msg = str(info.value)
+            assert msg.startswith("X must be a float array of shape (N, T, I); it cannot be "
+                                  "converted to an array: it is a list of sequences of "
+                                  "different lengths (X[0] has 5 steps, X[1] has 3)"), msg
+            assert "lengths=" in msg and "(here 5, 3)" in msg
+            assert "inhomogeneous" not in msg
+    with pytest.raises(TypeError, match=r"ragged list: X\[0\]\[0\] has 3 entries but "
+                                        r"X\[1\]\[0\] has 2 entries \(axis 2 of \(N, T, I\)\)"):
+        m.forward([[[0.0] * 3] * 5, [[0.0] * 2] * 5])
+    with pytest.raises(TypeError, match=r"^Y must be an array of shape \(N, T, O\); .* of "
+                                        r"different lengths \(Y\[0\] has 5 steps, Y\[1\] has 4\)"):
+        m.loss_and_grad(np.zeros((2, 5, 3), np.float32), [[[0.0]] * 5, [[0.0]] * 4])
+
+
+def test_target_last_with_per_step_targets_through_the_model():
+    m = fastrnn.ElmanRNN(3, 4, 1)
+    X = np.zeros((4, 5, 3), np.float32)
+    for Y in (np.zeros((4, 5, 1), np.float32), np.zeros((4, 5), np.float32)):
+        for call in (m.loss_and_grad, lambda X, Y, target: m.fit(X, Y, target=target,
+                                                                 progress=False)):
+            with pytest.raises(ValueError, match=r"^Y must have shape \(N, O\) = \(4, 1\) "
+                                                 r"for target='last'; got \(4, 5(, 1)?\), one "
+                                                 r"target per step: target='last' expects"):
+                call(X, Y, target="last")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -29,7 +29,7 @@ import numpy as np
 from .. import head
 from ..model import ElmanRNN
 from ..optim import Adagrad
-from ..train import Callback
+from ..train import Callback, progress_bar, progress_kind
 
 LN2 = math.log(2.0)
 
@@ -114,11 +114,13 @@ def _write(line):
 
 
 class _EpochLog(Callback):
-    """Numbers each epoch across several fit calls, logs one line per log_every epochs, and
+    """Numbers each epoch across several fit calls, logs one line per log_every epochs,
+    moves the run's progress bar (bar: one for the whole run, not one per fit call), and
     stops a fit when the next epoch would end after the deadline."""
 
-    def __init__(self, n_chars, log, log_every, deadline=None):
+    def __init__(self, n_chars, log, log_every, deadline=None, bar=None):
         self.n_chars, self.log, self.log_every, self.deadline = n_chars, log, log_every, deadline
+        self.bar = bar
         self.epochs = []
         self.t0 = time.perf_counter()
 
@@ -126,6 +128,12 @@ class _EpochLog(Callback):
         logs = dict(logs, epoch=len(self.epochs) + 1,
                     elapsed=time.perf_counter() - self.t0)
         self.epochs.append(logs)
+        if self.bar is not None:
+            # a time budget: the bar counts seconds of it; else epochs
+            done = (min(logs["elapsed"], self.bar.total) if self.deadline is not None
+                    else logs["epoch"])
+            self.bar.update(done - self.bar.n)
+            self.bar.set_postfix(epoch=logs["epoch"], loss=f"{logs['loss']:.4f}")
         if self.log is not None and self.log_every and logs["epoch"] % self.log_every == 0:
             self.log(f"epoch {logs['epoch']:4d}   loss {logs['loss']:.4f} nats/char "
                      f"({logs['loss'] / LN2:.3f} bits)   {logs['seconds']:.2f} s "
@@ -144,8 +152,9 @@ def train(model, X, Y, *, epochs=None, seconds=None, lr=0.1, seq_length=25, clip
 
     batch_size: streams per optimizer step (default: all of them in one batch). With a time
     budget, one epoch is run first to measure its time and the rest in a second fit call
-    (and a short third one if time is left), so that the progress bar's total is the number
-    of epochs that fit in the budget. All calls share one Adagrad optimizer.
+    (and a short third one if time is left). All calls share one Adagrad optimizer, and
+    one progress bar (progress: as fit's, for the whole run: a bar of the time budget or
+    of the epochs on a terminal; off a terminal the log lines are the progress).
 
     The loss an epoch line shows is fit's: the mean over the epoch's chunks, each scored
     just before its update, so just after the model trained on the text before it. It comes
@@ -159,27 +168,38 @@ def train(model, X, Y, *, epochs=None, seconds=None, lr=0.1, seq_length=25, clip
     N, L = Y.shape
     t0 = time.perf_counter()
     deadline = None if seconds is None else t0 + seconds
-    cb = _EpochLog(N * L, log, log_every if log_every is not None else 0, deadline)
+    bar = None
+    if progress_kind(progress) == "bar":
+        bar = (progress_bar(epochs, "train", unit="epoch") if seconds is None else
+               progress_bar(round(seconds, 1), "train", unit="s",
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} "
+                                       "s{postfix}"))
+    cb = _EpochLog(N * L, log, log_every if log_every is not None else 0, deadline, bar)
     cb.t0 = t0
+    # fit shows no progress of its own: the bar (or the log lines) covers every call
     kwargs = dict(batch_size=batch_size or N, optimizer=opt, tbptt=seq_length,
-                  clip_norm=clip_norm, shuffle=False, progress=progress, callbacks=[cb])
-    if epochs is not None:
-        if log_every is None:
-            cb.log_every = max(1, round(epochs / 10))
-        model.fit(X, Y, epochs=epochs, **kwargs)
+                  clip_norm=clip_norm, shuffle=False, progress=False, callbacks=[cb])
+    try:
+        if epochs is not None:
+            if log_every is None:
+                cb.log_every = max(1, round(epochs / 10))
+            model.fit(X, Y, epochs=epochs, **kwargs)
+            return cb.epochs
+        model.fit(X, Y, epochs=1, **kwargs)
+        first = True
+        while True:             # usually two rounds: the estimate from epoch 1 is close
+            now = time.perf_counter()
+            remaining = int((deadline - now) / ((now - t0) / len(cb.epochs)))
+            if remaining < 1 or (cb.epochs and now + cb.epochs[-1]["seconds"] > deadline):
+                break
+            if first and log_every is None:
+                cb.log_every = max(1, round((remaining + 1) / 10))
+            first = False
+            model.fit(X, Y, epochs=remaining, **kwargs)
         return cb.epochs
-    model.fit(X, Y, epochs=1, **kwargs)
-    first = True
-    while True:                 # usually two rounds: the estimate from epoch 1 is close
-        now = time.perf_counter()
-        remaining = int((deadline - now) / ((now - t0) / len(cb.epochs)))
-        if remaining < 1 or (cb.epochs and now + cb.epochs[-1]["seconds"] > deadline):
-            break
-        if first and log_every is None:
-            cb.log_every = max(1, round((remaining + 1) / 10))
-        first = False
-        model.fit(X, Y, epochs=remaining, **kwargs)
-    return cb.epochs
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def sample(model, vocab, seed_text="\n", n=200, temperature=1.0, rng=None):

@@ -4,9 +4,10 @@ the backends.
 The model is the min-char-rnn workload of fastrnn.apps.charlm: an Elman network (hidden 100,
 softmax over the characters) reads the source of the standard library's argparse module one
 character at a time and learns to predict the next one, with Adagrad and truncated BPTT over
-25 steps, the text cut into 16 parallel streams. It trains for half a minute with a progress
-bar, reports the cross-entropy per character before and after (on the training text and on
-a held-out tail), and writes a sample. Then one loss_and_grad call is timed for the cython and
+25 steps, the text cut into 16 parallel streams. It trains for half a minute (a progress bar
+on a terminal; about ten plain lines when the output goes to a file or a pipe), reports the
+cross-entropy per character before and after (on the training text and on a held-out tail),
+and writes a sample. Then one loss_and_grad call is timed for the cython and
 the numpy backend, alternating, with one BLAS thread, and the ratio of the medians is printed.
 
 --quick does the same in a few seconds on a slice of the text (the smoke test uses it); for
@@ -67,8 +68,9 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int, default=100)
     parser.add_argument("--sample-length", type=int, default=None,
                         help="characters to sample (default 300; 100 with --quick)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                        help="show fit's progress bar (default: on)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="a progress bar (default: on a terminal; elsewhere, such as a "
+                             "log file, about 10 plain lines instead)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timing repeats per backend (default 30; 5 with --quick)")
     args = parser.parse_args(argv)
