@@ -95,8 +95,11 @@ def mse_and_grad(Z, Y, weight=None):
     else:
         D[weight == 0] = 0                   # unscored rows: their targets are not read
         count = float(weight.sum()) * D.shape[-1]
-        loss = float(np.sum(weight * np.sum(D * D, axis=-1))) / count
-        D *= weight[..., None]
+        if _is_mask(weight):                 # padding only: the plain sum, as without it
+            loss = float(np.dot(D.ravel(), D.ravel())) / count
+        else:
+            loss = float(np.sum(weight * np.sum(D * D, axis=-1))) / count
+            D *= weight[..., None]
     D *= 2.0 / count
     return loss, D
 
@@ -112,6 +115,9 @@ def cross_entropy_and_grad(Z, labels, weight=None):
         keep = w != 0
         grad = np.zeros_like(Z)
         loss, g = cross_entropy_and_grad(Z[keep], labels.reshape(-1)[keep])
+        if _is_mask(w):                      # padding only: the plain mean of the rest
+            grad[keep] = g
+            return loss, grad.reshape(shape)
         n_kept = int(keep.sum())
         total = float(w.sum())
         # the unweighted mean's gradient has 1/n_kept per row: rescale to w_r / sum(w)
@@ -129,6 +135,11 @@ def cross_entropy_and_grad(Z, labels, weight=None):
     P[rows, labels] -= 1
     P /= n_rows
     return loss, P.reshape(shape)
+
+
+def _is_mask(weight):
+    """True if every weight is 0 or 1 (lengths without sample weights)."""
+    return bool(np.all((weight == 0) | (weight == 1)))
 
 
 def _row_cross_entropy(Z, labels):
