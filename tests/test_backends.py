@@ -43,8 +43,11 @@ def test_loss_and_grad_agree(c):
     assert isinstance(loss_c, float) and isinstance(loss_n, float)
     assert abs(loss_c - loss_n) <= rtol * max(abs(loss_n), 1e-30)
     assert set(g_c) == set(g_n)
+    # a gradient tiny by cancellation (float32 softmax b_y: 5e-5 from terms ~1/N, off by
+    # 0.2% in one seen case) is compared on the scale of the problem's gradients
+    floor = 1e-3 * max(float(np.max(np.abs(g))) for g in g_n.values())
     for name in g_n:
-        assert_close(g_c[name], g_n[name], rtol, name)
+        assert_close(g_c[name], g_n[name], rtol, name, floor=floor)
 
 
 @settings(max_examples=100, deadline=None)
