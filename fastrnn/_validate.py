@@ -188,7 +188,8 @@ def _ragged(x, name, dims):
                         f"of shape {dims} with T the longest length ({max(lengths)}) and pass "
                         f"lengths=, each sequence's number of steps (here {shown}): steps "
                         f"past a sequence's end are not scored, get no gradient and leave "
-                        f"its state alone")
+                        f"its state alone (the estimators of fastrnn.sklearn take such a "
+                        f"list as it is)")
 
             def has(n):
                 return "a single value" if n is None else f"{n} entries"

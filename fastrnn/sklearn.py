@@ -12,7 +12,14 @@ same classes under cell-neutral names. Inputs:
 - X of shape (n_samples, n_timesteps, n_features): one sequence per sample;
 - X of shape (n_samples, n_timesteps): univariate sequences, read as X[..., None], so the
   estimators follow flat-feature transformers (StandardScaler, ...) in a Pipeline. Each
-  column is then one time step, in column order.
+  column is then one time step, in column order. With n_features=F, each row is read as
+  (n_timesteps, F) instead (columns step by step: t0f0, t0f1, ..., t1f0, ...), so that
+  multivariate sequences pass through flat transformers too;
+- X a list of (T_i, n_features) (or (T_i,)) arrays of different lengths, one per sample, as
+  aeon and tslearn hold unequal-length collections: padded internally, with each sequence's
+  length passed to the model (lengths=), in fit, partial_fit, predict, predict_proba and
+  score. For target="sequence", y is then a list of (T_i[, n_outputs]) arrays too, and
+  predict returns such a list.
 
 X is converted to the model's dtype (float32 by default); NaN/inf, complex and sparse input
 are refused. scikit-learn is an optional dependency of fastrnn: this module imports it, the
@@ -38,6 +45,22 @@ from .train import EarlyStopping
 
 __all__ = ["ElmanRegressor", "ElmanClassifier", "RNNRegressor", "RNNClassifier"]
 
+
+def _ragged(X):
+    """X as a list of sequences if it is a list of arrays (or nested lists) of different
+    lengths, or of 2-D arrays, else None (a regular array-like goes through scikit-learn's
+    own checks)."""
+    if not isinstance(X, (list, tuple)) or not X:
+        return None
+    if not all(isinstance(x, (np.ndarray, list, tuple)) for x in X):
+        return None
+    if len({len(x) for x in X}) == 1 and not all(isinstance(x, np.ndarray) and x.ndim == 2
+                                                for x in X):
+        return None                # equal lengths of scalars or rows: a regular array
+    if not all(np.ndim(x) in (1, 2) for x in X):
+        return None
+    return list(X)
+
 _SEED_MAX = np.iinfo(np.int32).max
 _LR_SCHEDULES = ("cosine", "constant")
 # lr="auto": Adam's rate for each cell. The gated cells learn slower at the Elman cell's rate
@@ -57,7 +80,7 @@ class _ElmanBase(BaseEstimator):
                  lr_schedule="cosine", clip_norm=5.0, tbptt=None, dtype="float32",
                  backend="cython", random_state=None, warm_start=False, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, verbose=False, cell="elman",
-                 weight_decay=0.0):
+                 weight_decay=0.0, n_features=None):
         self.hidden_size = hidden_size
         self.activation = activation
         self.init = init
@@ -79,6 +102,7 @@ class _ElmanBase(BaseEstimator):
         self.verbose = verbose
         self.cell = cell
         self.weight_decay = weight_decay
+        self.n_features = n_features
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -88,12 +112,53 @@ class _ElmanBase(BaseEstimator):
     # ---- inputs ---------------------------------------------------------------------------
 
     def _check_X(self, X, reset):
-        """X as a C-contiguous (n_samples, n_timesteps, n_features) array of the model dtype.
+        """(X, lengths): X as a C-contiguous (n_samples, n_timesteps, n_features) array of the
+        model dtype, lengths None, or for a ragged list the padded array and the (n_samples,)
+        lengths.
 
         n_features_in_ is sklearn's count of input columns: for 2-D X the number of columns
-        (= time steps, each one scalar input), for 3-D X the features per step. After fit,
-        2-D X must have the same number of columns; 3-D X the same features per step but
-        any number of steps."""
+        (= time steps, each one scalar input; with n_features=F, F features per step), for
+        3-D X and ragged lists the features per step. After fit, 2-D X must have the same
+        number of columns; 3-D X the same features per step but any number of steps."""
+        ragged = _ragged(X)
+        if ragged is not None:
+            return self._check_ragged(ragged, reset)
+        return self._check_array(X, reset), None
+
+    def _check_ragged(self, seqs, reset):
+        """The padded (N, T_max, F) array and the lengths of a list of sequences."""
+        dtype = _validate.float_dtype(self.dtype)
+        arrays = []
+        for i, x in enumerate(seqs):
+            x = check_array(x, input_name=f"X[{i}]", dtype=dtype, ensure_2d=False,
+                            ensure_all_finite=True, ensure_min_samples=1)
+            if x.ndim == 1:
+                x = x[:, None]                           # (T_i,): one feature per step
+            if x.ndim != 2:
+                raise ValueError(f"X[{i}] must be a (n_timesteps, n_features) or "
+                                 f"(n_timesteps,) array in a list of sequences; got shape "
+                                 f"{x.shape}")
+            arrays.append(x)
+        features = {x.shape[1] for x in arrays}
+        if len(features) != 1:
+            raise ValueError(f"the sequences of X must have the same number of features; "
+                             f"got {sorted(features)}")
+        F = features.pop()
+        if reset:
+            self.n_features_in_, self._x_ndim = F, 3
+        elif self._x_ndim != 3 or F != self.n_features_in_:
+            raise ValueError(f"X has {F} features per time step, but "
+                             f"{type(self).__name__} is expecting "
+                             f"{self.n_features_in_} features as input"
+                             f"{' (it was fitted on 2-D X)' if self._x_ndim == 2 else ''}.")
+        lengths = np.array([len(x) for x in arrays], dtype=np.int64)
+        Xp = np.zeros((len(arrays), int(lengths.max()), F), dtype)
+        for i, x in enumerate(arrays):
+            Xp[i, :len(x)] = x
+        return Xp, lengths
+
+    def _check_array(self, X, reset):
+        """A regular X (no lengths) as (n_samples, n_timesteps, n_features)."""
         dtype = _validate.float_dtype(self.dtype)
         X = validate_data(self, X, reset=reset, accept_sparse=False, dtype=dtype,
                           order="C", ensure_all_finite=True, allow_nd=True, ensure_2d=False)
@@ -123,7 +188,16 @@ class _ElmanBase(BaseEstimator):
                 raise ValueError(
                     f"X has {n_features} features{per_step}, but {type(self).__name__} is "
                     f"expecting {self.n_features_in_} features as input.")
-        return X[..., None] if X.ndim == 2 else X
+        if X.ndim == 3:
+            return X
+        F = self.n_features
+        if F is None:
+            return X[..., None]
+        F = _validate.positive_int(F, "n_features")
+        if X.shape[1] % F:
+            raise ValueError(f"n_features={F} reads each row of 2-D X as (n_timesteps, "
+                             f"{F}); X has {X.shape[1]} columns, not a multiple of {F}")
+        return X.reshape(X.shape[0], X.shape[1] // F, F)
 
     # ---- the model and its training --------------------------------------------------------
 
@@ -195,9 +269,11 @@ class _ElmanBase(BaseEstimator):
         m.backend = self.backend
         return m
 
-    def _train(self, X, Y, target, epochs, incremental, stratify=None):
+    def _train(self, X, Y, target, epochs, incremental, stratify=None, lengths=None,
+                sample_weight=None):
         """Train model_ (created by the caller) on validated X (N, T, I) and encoded Y for
-        epochs epochs; incremental: keep the optimizer and its state (partial_fit)."""
+        epochs epochs; incremental: keep the optimizer and its state (partial_fit).
+        lengths, sample_weight: (N,) or None."""
         model = self.model_
         previous = getattr(model, "optimizer_", None)
         if not isinstance(previous, Optimizer):
@@ -215,13 +291,15 @@ class _ElmanBase(BaseEstimator):
                 optimizer.load_state_dict(previous.state_dict())
         validation_data, callbacks = None, ()
         if self.early_stopping and not incremental:
-            X, Y, validation_data = self._split(X, Y, stratify)
+            X, Y, lengths, sample_weight, validation_data = self._split(
+                X, Y, stratify, lengths, sample_weight)
         if validation_data is not None:
             callbacks = (EarlyStopping("val_loss", patience=self.n_iter_no_change,
                                        restore_best_weights=True),)
         history = model.fit(X, Y, epochs=epochs, batch_size=self.batch_size,
                             optimizer=optimizer, clip_norm=self.clip_norm,
                             tbptt=self.tbptt, target=target, validation_data=validation_data,
+                            lengths=lengths, sample_weight=sample_weight,
                             callbacks=callbacks, shuffle=True,
                             progress=None if self.verbose else False,   # bar or lines
                             seed=self._seed(self.n_iter_))
@@ -230,31 +308,40 @@ class _ElmanBase(BaseEstimator):
         self.loss_curve_.extend(history["loss"])
         return self
 
-    def _split(self, X, Y, stratify):
-        """(X_train, Y_train, (X_val, Y_val)) for early stopping: validation_fraction of
-        the samples (at least one), stratified by class when every class can be in both
-        parts. With a single sample there is nothing to hold out: (X, Y, None)."""
+    def _split(self, X, Y, stratify, lengths=None, sample_weight=None):
+        """(X_train, Y_train, lengths_train, weights_train, (X_val, Y_val, lengths_val))
+        for early stopping: validation_fraction of the samples (at least one), stratified
+        by class when every class can be in both parts (the validation loss is unweighted).
+        With a single sample there is nothing to hold out: (X, Y, lengths, weights, None)."""
         n = len(X)
         n_val = max(1, int(np.ceil(self.validation_fraction * n)))
         if n - n_val < 1:
             warnings.warn(f"early_stopping=True needs at least 2 samples to hold out a "
                           f"validation set; got {n}: training without early stopping",
                           UserWarning, stacklevel=4)
-            return X, Y, None
+            return X, Y, lengths, sample_weight, None
         if stratify is not None:
             n_classes, counts = len(np.unique(stratify)), np.bincount(stratify)
             if counts[counts > 0].min() < 2 or min(n_val, n - n_val) < n_classes:
                 stratify = None
-        X, X_val, Y, Y_val = train_test_split(X, Y, test_size=n_val, stratify=stratify,
-                                              random_state=self._model_seed)
-        return X, Y, (X_val, Y_val)
+        train, val = train_test_split(np.arange(n), test_size=n_val, stratify=stratify,
+                                      random_state=self._model_seed)
+        part = (lambda a, rows: None if a is None else a[rows])
+        return (X[train], Y[train], part(lengths, train), part(sample_weight, train),
+                (X[val], Y[val], part(lengths, val)))
 
-    def _fit(self, X, y, incremental, classes=None):
+    def _fit(self, X, y, incremental, classes=None, sample_weight=None):
         """fit (incremental=False) or partial_fit (True)."""
         self._check_hyperparameters()
         first = not hasattr(self, "model_") or not (incremental or self.warm_start)
-        X = self._check_X(X, reset=first)
-        Y, target, stratify = self._encode_y(X, y, first, incremental, classes)
+        X, lengths = self._check_X(X, reset=first)
+        if lengths is not None:
+            y = self._pad_targets(y, lengths, X.shape[1])
+        if sample_weight is not None:
+            check_consistent_length(X, sample_weight)
+            sample_weight = _validate.sample_weight(sample_weight, X.shape[0])
+        Y, target, stratify = self._encode_y(X, y, first, incremental, classes,
+                                             sample_weight, lengths)
         n_outputs = self._n_outputs()
         if first:
             self.model_ = self._new_model(X.shape[2], n_outputs)
@@ -263,20 +350,47 @@ class _ElmanBase(BaseEstimator):
         else:
             self._check_warm_model(X.shape[2], n_outputs)
         epochs = 1 if incremental else self.epochs
-        return self._train(X, Y, target, epochs, incremental, stratify)
+        return self._train(X, Y, target, epochs, incremental, stratify, lengths,
+                           sample_weight)
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train on sequences X, (n_samples, n_timesteps, n_features) or (n_samples,
-        n_timesteps), and targets y, for `epochs` epochs: afresh, or with warm_start=True
-        from the current model. Returns self."""
-        return self._fit(X, y, incremental=False)
+        n_timesteps) or a list of (T_i, n_features) arrays, and targets y, for `epochs`
+        epochs: afresh, or with warm_start=True from the current model. sample_weight
+        (n_samples,): each sequence's weight in the loss (0 leaves it out, 2 counts it
+        twice). Returns self."""
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
+
+    def _pad_targets(self, y, lengths, T):
+        """y for ragged X: per-sequence targets as they are; per-step targets (a list of
+        (T_i[, n_outputs]) arrays, target="sequence") padded to (N, T[, n_outputs])."""
+        if getattr(self, "target", "last") != "sequence":
+            return y
+        if not isinstance(y, (list, tuple)) or len(y) != len(lengths):
+            raise ValueError(f"with a list of sequences as X and target='sequence', y must "
+                             f"be a list of {len(lengths)} arrays, one (T_i[, n_outputs]) "
+                             f"array per sequence")
+        ys = [np.asarray(v, dtype=np.float64) for v in y]
+        for i, (v, n) in enumerate(zip(ys, lengths)):
+            if v.ndim not in (1, 2) or len(v) != n:
+                raise ValueError(f"y[{i}] must have {n} steps (those of X[{i}]); got shape "
+                                 f"{v.shape}")
+        if len({v.shape[1:] for v in ys}) != 1:
+            raise ValueError("the arrays of y must all have the same number of outputs")
+        out = np.zeros((len(ys), T) + ys[0].shape[1:])
+        for i, v in enumerate(ys):
+            out[i, :len(v)] = v
+        return out
 
     def _forward(self, X):
-        """Outputs (N, T, O) of the fitted model for X (validated), in float64."""
+        """(Y, lengths): outputs of the fitted model for X (validated), in float64: (N, O)
+        from each sequence's final state for target "last" (every classifier), else
+        (N, T, O); lengths (N,) for a ragged list X, else None."""
         check_is_fitted(self, "model_")
-        X = self._check_X(X, reset=False)
-        Y, _ = self.model_.forward(X)
-        return Y.astype(np.float64)
+        X, lengths = self._check_X(X, reset=False)
+        target = getattr(self, "_target", "last")
+        Y = self.model_.predict(X, lengths=lengths, target=target)
+        return Y.astype(np.float64), lengths
 
 
 class ElmanRegressor(RegressorMixin, _ElmanBase):
@@ -335,6 +449,11 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
         optimizer="adamw" decoupled decay of the weights (fastrnn.optim). Biases are not
         decayed. The default 0.0 turns it off, for "adamw" too (whose own default, when
         the optimizer is built directly, is 0.01).
+    n_features : int or None, default=None
+        For 2-D X only: read each row as (n_timesteps, n_features), the columns step by
+        step (t0f0, t0f1, ..., t1f0, ...), for multivariate sequences after flat
+        transformers in a Pipeline; None reads each column as one step of a univariate
+        sequence. 3-D X and lists of sequences carry their features themselves.
 
     Attributes
     ----------
@@ -360,7 +479,7 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
                  lr_schedule="cosine", clip_norm=5.0, tbptt=None, target="last",
                  dtype="float32", backend="cython", random_state=None, warm_start=False,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
-                 verbose=False, cell="elman", weight_decay=0.0):
+                 verbose=False, cell="elman", weight_decay=0.0, n_features=None):
         super().__init__(hidden_size=hidden_size, activation=activation, init=init,
                          spectral_radius=spectral_radius, epochs=epochs,
                          batch_size=batch_size, optimizer=optimizer, lr=lr,
@@ -369,7 +488,7 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
                          warm_start=warm_start, early_stopping=early_stopping,
                          validation_fraction=validation_fraction,
                          n_iter_no_change=n_iter_no_change, verbose=verbose, cell=cell,
-                         weight_decay=weight_decay)
+                         weight_decay=weight_decay, n_features=n_features)
         self.target = target
 
     def __sklearn_tags__(self):
@@ -377,7 +496,7 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
         tags.target_tags.multi_output = True
         return tags
 
-    def _encode_y(self, X, y, first, incremental, classes):
+    def _encode_y(self, X, y, first, incremental, classes, sample_weight=None, lengths=None):
         if classes is not None:
             raise TypeError("classes is a parameter of ElmanClassifier.partial_fit only")
         if y is None:
@@ -406,10 +525,19 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
                     f"(target={self._target!r}, {self.y_mean_.shape[0]} output(s), "
                     f"{self._y_ndim}D y); got target={target!r} and y of shape {y.shape}")
         else:
-            flat = Y.reshape(-1, Y.shape[-1])
-            scale = flat.std(axis=0)
-            scale[~(scale > 1e-12 * np.maximum(np.abs(flat).max(axis=0), 1e-300))] = 1.0
-            self.y_mean_, self.y_scale_ = flat.mean(axis=0), scale
+            # the scaling statistics of the scored targets, weighted as the loss is (so that
+            # a weight of 0 is the same as leaving a sequence out): padding does not count
+            w = np.ones(Y.shape[:-1]) if sample_weight is None else \
+                np.broadcast_to(sample_weight.reshape((-1,) + (1,) * (Y.ndim - 2)),
+                                Y.shape[:-1]).astype(float)
+            if lengths is not None and per_step:
+                w = w * (np.arange(Y.shape[1]) < lengths[:, None])
+            flat, w = Y.reshape(-1, Y.shape[-1]), w.reshape(-1)
+            mean = np.average(flat, axis=0, weights=w)
+            scale = np.sqrt(np.average((flat - mean) ** 2, axis=0, weights=w))
+            seen = np.abs(flat[w > 0]).max(axis=0)
+            scale[~(scale > 1e-12 * np.maximum(seen, 1e-300))] = 1.0
+            self.y_mean_, self.y_scale_ = mean, scale
             self._target, self._y_ndim = target, y.ndim
         dtype = _validate.float_dtype(self.dtype)
         Y = ((Y - self.y_mean_) / self.y_scale_).astype(dtype)
@@ -418,27 +546,36 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
     def _n_outputs(self):
         return self.y_mean_.shape[0]
 
-    def partial_fit(self, X, y):
+    def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing from the current model and optimizer state
         (the first call creates the model and fixes the target scaling). Returns self."""
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def predict(self, X):
         """Predictions in the shape of y in fit: (n_samples,) or (n_samples, n_outputs)
         for target="last"; (n_samples, n_timesteps[, n_outputs]) for target="sequence",
-        with the time steps of X."""
-        Y = self._forward(X)
-        if self._target == "last":
-            Y = Y[:, -1]
+        with the time steps of X (for a list of sequences: a list of (T_i[, n_outputs])
+        arrays)."""
+        Y, lengths = self._forward(X)
         Y = Y * self.y_scale_ + self.y_mean_
         if self._y_ndim == Y.ndim - 1:              # y was given without an output axis
             Y = Y[..., 0]
+        if lengths is not None and self._target == "sequence":
+            return [Y[i, :n] for i, n in enumerate(lengths)]
         return Y
 
     def score(self, X, y, sample_weight=None):
         """R^2 of predict(X) (averaged uniformly over outputs, and over time steps for
-        target="sequence")."""
+        target="sequence"; for a list of sequences over all their steps, each weighing its
+        sequence's sample_weight)."""
         y_pred = self.predict(X)
+        if isinstance(y_pred, list):            # ragged per-step outputs: every valid step
+            counts = [len(p) for p in y_pred]
+            y = np.concatenate([np.asarray(v, dtype=np.float64) for v in y])
+            y_pred = np.concatenate(y_pred)
+            if sample_weight is not None:
+                sample_weight = np.repeat(np.asarray(sample_weight, np.float64), counts)
+            return r2_score(y, y_pred, sample_weight=sample_weight)
         y = np.asarray(y)
         if y.ndim > 2 or y_pred.ndim > 2:       # per-step outputs: one column per (t, o)
             y, y_pred = y.reshape(len(y), -1), y_pred.reshape(len(y_pred), -1)
@@ -453,7 +590,7 @@ class ElmanClassifier(ClassifierMixin, _ElmanBase):
     ----------
     hidden_size, activation, init, spectral_radius, epochs, batch_size, optimizer, lr,
     lr_schedule, clip_norm, tbptt, dtype, backend, random_state, warm_start, early_stopping,
-    validation_fraction, n_iter_no_change, verbose, cell, weight_decay
+    validation_fraction, n_iter_no_change, verbose, cell, weight_decay, n_features
         As for ElmanRegressor. With warm_start, y may only hold classes seen before.
 
     Attributes
@@ -467,7 +604,7 @@ class ElmanClassifier(ClassifierMixin, _ElmanBase):
 
     _output = "softmax"
 
-    def _encode_y(self, X, y, first, incremental, classes):
+    def _encode_y(self, X, y, first, incremental, classes, sample_weight=None, lengths=None):
         if y is None:
             raise ValueError(f"This {type(self).__name__} estimator requires y to be "
                              f"passed, but the target y is None.")
@@ -504,15 +641,16 @@ class ElmanClassifier(ClassifierMixin, _ElmanBase):
     def _n_outputs(self):
         return len(self.classes_)
 
-    def partial_fit(self, X, y, classes=None):
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
         """One epoch over (X, y), continuing from the current model and optimizer state.
         classes (all labels that can occur) is required on the first call, as in
         scikit-learn's other incremental classifiers. Returns self."""
-        return self._fit(X, y, incremental=True, classes=classes)
+        return self._fit(X, y, incremental=True, classes=classes,
+                         sample_weight=sample_weight)
 
     def predict_proba(self, X):
         """Class probabilities, (n_samples, n_classes), columns in the order of classes_."""
-        P = self._forward(X)[:, -1]
+        P = self._forward(X)[0]
         P /= P.sum(axis=1, keepdims=True)       # exact normalisation in float64
         return P
 

@@ -26,20 +26,36 @@ from fastrnn.sklearn import ElmanClassifier, ElmanRegressor
 
 
 # ---------------------------------------------------------------------------------------------
-# scikit-learn's estimator checks: every one passes (none is marked as an expected failure).
-# The estimators are checked with their default hyperparameters (fast enough: the whole suite
-# takes a few seconds), and once more with the other dtype and backend, early stopping, and
-# a non-default activation/initialisation, and with AdamW's weight decay.
+# scikit-learn's estimator checks. The estimators are checked with their default
+# hyperparameters (fast enough: the whole suite takes a few seconds), and once more with the
+# other dtype and backend, early stopping, and a non-default activation/initialisation, and
+# with AdamW's weight decay. Every check passes but one, where it cannot:
+# check_sample_weight_equivalence_on_dense_data asks that weights equal repetitions to 1e-7
+# after training, which holds in float64 with one batch per epoch (the float64 instances
+# below pass it as they are), but not in float32 (50 epochs of float32 roundoff, summed in
+# another order over the repeated rows: 1e-6 apart), nor with mini-batches or early
+# stopping (repeating rows changes the batches and the held-out split).
+# tests/test_sample_weight.py checks the equivalence itself to 1e-10.
+
+def sample_weight_xfail(estimator):
+    exact = (estimator.dtype == "float64" and not estimator.early_stopping
+             and estimator.batch_size >= 64)
+    return {} if exact else {"check_sample_weight_equivalence_on_dense_data":
+                             "equal to repetition only up to float32 roundoff, or with "
+                             "other mini-batches or validation split (see the comment)"}
+
 
 @parametrize_with_checks([
     ElmanRegressor(),
     ElmanClassifier(),
+    ElmanRegressor(dtype="float64", batch_size=64),
+    ElmanClassifier(dtype="float64", batch_size=64),
     ElmanRegressor(dtype="float64", backend="numpy", early_stopping=True),
     ElmanClassifier(dtype="float64", backend="numpy", early_stopping=True, batch_size=7,
                     activation="relu", init="identity", spectral_radius=0.9),
     ElmanRegressor(optimizer="adamw", weight_decay=1e-3),
     ElmanClassifier(optimizer="adamw", weight_decay=1e-3),
-])
+], expected_failed_checks=sample_weight_xfail)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -49,10 +65,12 @@ def test_sklearn_compatible(estimator, check):
     ElmanClassifier(cell="lstm"),
     ElmanRegressor(cell="gru"),
     ElmanClassifier(cell="gru"),
+    ElmanRegressor(cell="lstm", dtype="float64", batch_size=64),
+    ElmanClassifier(cell="gru", dtype="float64", batch_size=64),
     ElmanRegressor(cell="lstm", dtype="float64", backend="numpy", early_stopping=True),
     ElmanClassifier(cell="gru", dtype="float64", backend="numpy", batch_size=7,
                     init="glorot"),
-])
+], expected_failed_checks=sample_weight_xfail)
 def test_sklearn_compatible_gated_cells(estimator, check):
     """Every estimator check passes for the LSTM and GRU cells too."""
     check(estimator)
