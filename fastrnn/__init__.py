@@ -15,6 +15,7 @@ from .functional import (cell_backward, cell_forward, cell_loss_and_grad, cell_p
 from .io import from_torch_state_dict, load, read_metadata, save, to_torch_state_dict
 from .model import GRU, LSTM, ElmanRNN, RecurrentModel
 from .train import Callback, EarlyStopping, History, ModelCheckpoint
+from . import onnx          # fastrnn.onnx.export; imports the onnx package only when called
 
 
 __all__ = ["ACTIVATIONS", "Callback", "EarlyStopping", "ElmanRNN", "GRU", "History", "LSTM",
