@@ -325,6 +325,33 @@ class RecurrentModel:
         at = (0, 0) if single else (slice(None), 0)
         return Y[at], self._state_out(tuple(S[at] for S in states))
 
+    def forecast(self, X, steps, h0=None, lengths=None):
+        """Closed-loop forecast: read X (N, T, I), then feed each prediction back as the next
+        input for `steps` more steps; returns Y (N, steps, O), the outputs after X. Needs
+        output_size == input_size and one direction. For output="softmax" the next input is
+        the one-hot of the most probable class (greedy decoding; probabilities are
+        returned). lengths (N,): each sequence continues from its own last valid step."""
+        steps = _validate.positive_int(steps, "steps")
+        if self.bidirectional:
+            raise ValueError("forecast() needs a unidirectional model: the reverse direction "
+                             "of a bidirectional one would need the future it predicts")
+        if self.output_size != self.input_size:
+            raise ValueError(f"forecast() feeds each output back as the next input, so "
+                             f"output_size ({self.output_size}) must equal input_size "
+                             f"({self.input_size})")
+        _, _, state = self.forward(X, h0, lengths, return_state=True)
+        y = self.predict(X, h0, lengths, target="last")          # the output after X
+        N = y.shape[0]
+        out = np.empty((N, steps, self.output_size), self.dtype)
+        for k in range(steps):
+            out[:, k] = y
+            if k == steps - 1:
+                break
+            x = y if self.output == "linear" else \
+                np.eye(self.output_size, dtype=self.dtype)[np.argmax(y, axis=1)]
+            y, state = self.step(np.ascontiguousarray(x), state)
+        return out
+
     def _stack_step(self, x, h):
         """step() of a deep unidirectional model: h (L, N, H) or (L, H) per cell state."""
         if self.bidirectional:
