@@ -56,7 +56,8 @@ class _ElmanBase(BaseEstimator):
                  spectral_radius=None, epochs=50, batch_size=32, optimizer="adam", lr="auto",
                  lr_schedule="cosine", clip_norm=5.0, tbptt=None, dtype="float32",
                  backend="cython", random_state=None, warm_start=False, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, verbose=False, cell="elman"):
+                 validation_fraction=0.1, n_iter_no_change=10, verbose=False, cell="elman",
+                 num_layers=1, bidirectional=False, dropout=0.0):
         self.hidden_size = hidden_size
         self.activation = activation
         self.init = init
@@ -77,6 +78,9 @@ class _ElmanBase(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.verbose = verbose
         self.cell = cell
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.dropout = dropout
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -173,7 +177,8 @@ class _ElmanBase(BaseEstimator):
         self._model_seed = int(check_random_state(self.random_state).randint(_SEED_MAX))
         return cls(n_inputs, self.hidden_size, n_outputs, output=self._output,
                    dtype=self.dtype, seed=self._model_seed, backend=self.backend,
-                   init=self.init, **kwargs)
+                   init=self.init, num_layers=self.num_layers,
+                   bidirectional=self.bidirectional, dropout=self.dropout, **kwargs)
 
     def _check_warm_model(self, n_inputs, n_outputs):
         """The fitted model_, if it can go on training with the current hyperparameters."""
@@ -182,6 +187,8 @@ class _ElmanBase(BaseEstimator):
         changed = [f"{name} ({old!r} -> {new!r})" for name, old, new in (
             ("cell", m.cell.name, self.cell),
             ("hidden_size", m.hidden_size, self.hidden_size),
+            ("num_layers", m.num_layers, self.num_layers),
+            ("bidirectional", m.bidirectional, self.bidirectional),
             ("activation", getattr(m, "activation", "tanh"), self.activation),
             ("dtype", m.dtype, _validate.float_dtype(self.dtype)),
             ("number of input features", m.input_size, n_inputs),
@@ -191,6 +198,7 @@ class _ElmanBase(BaseEstimator):
                              f"{', '.join(changed)} changed. Set warm_start=False to start "
                              f"afresh.")
         m.backend = self.backend
+        m.dropout = _validate.fraction(self.dropout, "dropout")   # a training setting
         return m
 
     def _train(self, X, Y, target, epochs, incremental, stratify=None):
@@ -267,11 +275,13 @@ class _ElmanBase(BaseEstimator):
         from the current model. Returns self."""
         return self._fit(X, y, incremental=False)
 
-    def _forward(self, X):
-        """Outputs (N, T, O) of the fitted model for X (validated), in float64."""
+    def _forward(self, X, last=False):
+        """Outputs (N, T, O) of the fitted model for X (validated), in float64; with last,
+        the (N, O) outputs target "last" scores (for a bidirectional model: from the
+        forward direction's final state and the reverse direction's after step 0)."""
         check_is_fitted(self, "model_")
         X = self._check_X(X, reset=False)
-        Y, _ = self.model_.forward(X)
+        Y = self.model_.predict(X, target="last" if last else "sequence")
         return Y.astype(np.float64)
 
 
@@ -326,6 +336,15 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
     cell : {"elman", "lstm", "gru"}, default="elman"
         The recurrent cell: fastrnn.ElmanRNN, fastrnn.LSTM (forget-gate bias 1) or
         fastrnn.GRU. activation and spectral_radius apply to the Elman cell only.
+    num_layers : int, default=1
+        Stacked recurrent layers, each reading the states of the one below.
+    bidirectional : bool, default=False
+        Run every layer in both directions (PyTorch's bidirectional). For target="last"
+        the output is read from the forward direction's final state and the reverse
+        direction's state after the first step. tbptt needs bidirectional=False.
+    dropout : float in [0, 1), default=0.0
+        Dropout on the inputs of layers 1..num_layers-1 during fit (none with one layer).
+        With warm_start it may change between fits.
 
     Attributes
     ----------
@@ -351,7 +370,7 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
                  lr_schedule="cosine", clip_norm=5.0, tbptt=None, target="last",
                  dtype="float32", backend="cython", random_state=None, warm_start=False,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
-                 verbose=False, cell="elman"):
+                 verbose=False, cell="elman", num_layers=1, bidirectional=False, dropout=0.0):
         super().__init__(hidden_size=hidden_size, activation=activation, init=init,
                          spectral_radius=spectral_radius, epochs=epochs,
                          batch_size=batch_size, optimizer=optimizer, lr=lr,
@@ -359,7 +378,8 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
                          dtype=dtype, backend=backend, random_state=random_state,
                          warm_start=warm_start, early_stopping=early_stopping,
                          validation_fraction=validation_fraction,
-                         n_iter_no_change=n_iter_no_change, verbose=verbose, cell=cell)
+                         n_iter_no_change=n_iter_no_change, verbose=verbose, cell=cell,
+                         num_layers=num_layers, bidirectional=bidirectional, dropout=dropout)
         self.target = target
 
     def __sklearn_tags__(self):
@@ -417,9 +437,8 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
         """Predictions in the shape of y in fit: (n_samples,) or (n_samples, n_outputs)
         for target="last"; (n_samples, n_timesteps[, n_outputs]) for target="sequence",
         with the time steps of X."""
-        Y = self._forward(X)
-        if self._target == "last":
-            Y = Y[:, -1]
+        check_is_fitted(self, "model_")
+        Y = self._forward(X, last=self._target == "last")
         Y = Y * self.y_scale_ + self.y_mean_
         if self._y_ndim == Y.ndim - 1:              # y was given without an output axis
             Y = Y[..., 0]
@@ -443,7 +462,7 @@ class ElmanClassifier(ClassifierMixin, _ElmanBase):
     ----------
     hidden_size, activation, init, spectral_radius, epochs, batch_size, optimizer, lr,
     lr_schedule, clip_norm, tbptt, dtype, backend, random_state, warm_start, early_stopping,
-    validation_fraction, n_iter_no_change, verbose, cell
+    validation_fraction, n_iter_no_change, verbose, cell, num_layers, bidirectional, dropout
         As for ElmanRegressor. With warm_start, y may only hold classes seen before.
 
     Attributes
@@ -502,7 +521,7 @@ class ElmanClassifier(ClassifierMixin, _ElmanBase):
 
     def predict_proba(self, X):
         """Class probabilities, (n_samples, n_classes), columns in the order of classes_."""
-        P = self._forward(X)[:, -1]
+        P = self._forward(X, last=True)
         P /= P.sum(axis=1, keepdims=True)       # exact normalisation in float64
         return P
 
