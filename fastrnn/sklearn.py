@@ -80,7 +80,8 @@ class _ElmanBase(BaseEstimator):
                  lr_schedule="cosine", clip_norm=5.0, tbptt=None, dtype="float32",
                  backend="cython", random_state=None, warm_start=False, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, verbose=False, cell="elman",
-                 weight_decay=0.0, n_features=None):
+                 weight_decay=0.0, n_features=None, num_layers=1, bidirectional=False,
+                 dropout=0.0):
         self.hidden_size = hidden_size
         self.activation = activation
         self.init = init
@@ -103,6 +104,9 @@ class _ElmanBase(BaseEstimator):
         self.cell = cell
         self.weight_decay = weight_decay
         self.n_features = n_features
+        self.num_layers = num_layers
+        self.bidirectional = bidirectional
+        self.dropout = dropout
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -249,7 +253,8 @@ class _ElmanBase(BaseEstimator):
         self._model_seed = int(check_random_state(self.random_state).randint(_SEED_MAX))
         return cls(n_inputs, self.hidden_size, n_outputs, output=self._output,
                    dtype=self.dtype, seed=self._model_seed, backend=self.backend,
-                   init=self.init, **kwargs)
+                   init=self.init, num_layers=self.num_layers,
+                   bidirectional=self.bidirectional, dropout=self.dropout, **kwargs)
 
     def _check_warm_model(self, n_inputs, n_outputs):
         """The fitted model_, if it can go on training with the current hyperparameters."""
@@ -258,6 +263,8 @@ class _ElmanBase(BaseEstimator):
         changed = [f"{name} ({old!r} -> {new!r})" for name, old, new in (
             ("cell", m.cell.name, self.cell),
             ("hidden_size", m.hidden_size, self.hidden_size),
+            ("num_layers", m.num_layers, self.num_layers),
+            ("bidirectional", m.bidirectional, self.bidirectional),
             ("activation", getattr(m, "activation", "tanh"), self.activation),
             ("dtype", m.dtype, _validate.float_dtype(self.dtype)),
             ("number of input features", m.input_size, n_inputs),
@@ -267,6 +274,7 @@ class _ElmanBase(BaseEstimator):
                              f"{', '.join(changed)} changed. Set warm_start=False to start "
                              f"afresh.")
         m.backend = self.backend
+        m.dropout = _validate.fraction(self.dropout, "dropout")   # a training setting
         return m
 
     def _train(self, X, Y, target, epochs, incremental, stratify=None, lengths=None,
@@ -454,6 +462,15 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
         step (t0f0, t0f1, ..., t1f0, ...), for multivariate sequences after flat
         transformers in a Pipeline; None reads each column as one step of a univariate
         sequence. 3-D X and lists of sequences carry their features themselves.
+    num_layers : int, default=1
+        Stacked recurrent layers, each reading the states of the one below.
+    bidirectional : bool, default=False
+        Run every layer in both directions (PyTorch's bidirectional). For target="last"
+        the output is read from the forward direction's final state and the reverse
+        direction's state after the first step. tbptt needs bidirectional=False.
+    dropout : float in [0, 1), default=0.0
+        Dropout on the inputs of layers 1..num_layers-1 during fit (none with one layer).
+        With warm_start it may change between fits.
 
     Attributes
     ----------
@@ -479,7 +496,8 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
                  lr_schedule="cosine", clip_norm=5.0, tbptt=None, target="last",
                  dtype="float32", backend="cython", random_state=None, warm_start=False,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
-                 verbose=False, cell="elman", weight_decay=0.0, n_features=None):
+                 verbose=False, cell="elman", weight_decay=0.0, n_features=None,
+                 num_layers=1, bidirectional=False, dropout=0.0):
         super().__init__(hidden_size=hidden_size, activation=activation, init=init,
                          spectral_radius=spectral_radius, epochs=epochs,
                          batch_size=batch_size, optimizer=optimizer, lr=lr,
@@ -488,7 +506,8 @@ class ElmanRegressor(RegressorMixin, _ElmanBase):
                          warm_start=warm_start, early_stopping=early_stopping,
                          validation_fraction=validation_fraction,
                          n_iter_no_change=n_iter_no_change, verbose=verbose, cell=cell,
-                         weight_decay=weight_decay, n_features=n_features)
+                         weight_decay=weight_decay, n_features=n_features,
+                         num_layers=num_layers, bidirectional=bidirectional, dropout=dropout)
         self.target = target
 
     def __sklearn_tags__(self):
@@ -590,7 +609,8 @@ class ElmanClassifier(ClassifierMixin, _ElmanBase):
     ----------
     hidden_size, activation, init, spectral_radius, epochs, batch_size, optimizer, lr,
     lr_schedule, clip_norm, tbptt, dtype, backend, random_state, warm_start, early_stopping,
-    validation_fraction, n_iter_no_change, verbose, cell, weight_decay, n_features
+    validation_fraction, n_iter_no_change, verbose, cell, weight_decay, n_features,
+    num_layers, bidirectional, dropout
         As for ElmanRegressor. With warm_start, y may only hold classes seen before.
 
     Attributes

@@ -448,11 +448,11 @@ def test_missing_file_and_directory(tmp_path):
 
 def test_newer_format_version(tmp_path):
     path, m, meta, arrays = saved(tmp_path)
-    meta["format_version"] = 3
+    meta["format_version"] = 4
     write_npz(path, meta, arrays)
-    msg = expect_invalid(path, "format_version 3")
-    assert "format_version 2" in msg and "upgrade" in msg.lower(), msg
-    assert fio.read_metadata(path)["format_version"] == 3     # inspectable
+    msg = expect_invalid(path, "format_version 4")
+    assert "format_version 3" in msg and "upgrade" in msg.lower(), msg
+    assert fio.read_metadata(path)["format_version"] == 4     # inspectable
 
 
 @pytest.mark.parametrize("version", [0, -1, "1", 1.0, True, None])
@@ -739,16 +739,13 @@ def test_from_torch_dtype_conversion_and_prefixes():
 
 
 def test_from_torch_unsupported_modules():
+    """Stacks convert (tests/test_io_torch_stack.py); a projection does not."""
     torch = pytest.importorskip("torch")
-    two = torch.nn.RNN(2, 3, num_layers=2)
     lin = {"linear." + k: v for k, v in torch.nn.Linear(3, 2).state_dict().items()}
-    with pytest.raises(ValueError, match="1-layer"):
-        fio.from_torch_state_dict({**{"rnn." + k: v for k, v in two.state_dict().items()},
-                                   **lin})
-    bi = torch.nn.RNN(2, 3, bidirectional=True)
-    with pytest.raises(ValueError, match="unidirectional"):
-        fio.from_torch_state_dict({**{"rnn." + k: v for k, v in bi.state_dict().items()},
-                                   **lin})
+    proj = torch.nn.LSTM(2, 4, proj_size=3)
+    with pytest.raises(ValueError, match="proj_size"):
+        fio.from_torch_state_dict({**{"rnn." + k: v for k, v in proj.state_dict().items()},
+                                   **lin}, cell="lstm")
     nobias = torch.nn.RNN(2, 3, bias=False)
     m = fio.from_torch_state_dict({**{"rnn." + k: v for k, v in nobias.state_dict().items()},
                                    **lin})
@@ -784,9 +781,11 @@ def test_from_numpy_state_dict():
     (lambda s: s.update({"linear.weight": np.zeros((2, 4))}), ValueError, "shape"),
     (lambda s: s.update({"linear.bias": np.zeros(3)}), ValueError, "shape"),
     (lambda s: s.update({"rnn.weight_ih_l0": np.zeros(3)}), ValueError, "2-D"),
-    (lambda s: s.update({"rnn.weight_ih_l1": np.zeros((3, 3))}), ValueError, "1-layer"),
+    (lambda s: s.update({"rnn.weight_ih_l1": np.zeros((3, 3))}), ValueError,
+     r"missing \['rnn.weight_hh_l1'"),
     (lambda s: s.update({"rnn.weight_ih_l0_reverse": np.zeros((3, 2))}), ValueError,
-     "unidirectional"),
+     r"missing \['rnn.weight_hh_l0_reverse'"),
+    (lambda s: s.update({"rnn.weight_hr_l0": np.zeros((3, 2))}), ValueError, "proj_size"),
     (lambda s: s.update({"rnn.bias_ih_l0": np.array([0, np.nan, 0])}), ValueError, "NaN"),
     (lambda s: s.update({"linear.bias": np.zeros(2, np.float32)}), TypeError, "dtype"),
     (lambda s: s.update({k: np.ones(v.shape, np.int64) for k, v in s.items()}), TypeError,
@@ -882,8 +881,10 @@ def test_any_cell_round_trip(tmp_path, fake_cells):
         path = tmp_path / f"{m.cell.name}.npz"
         fio.save(m, path)
         meta = fio.read_metadata(path)
-        assert meta["format_version"] == 2
-        assert meta["hyperparameters"] == {"cell": m.cell.name, **m.hyperparameters()}
+        assert meta["format_version"] == 2              # one layer: no stack keys
+        assert meta["hyperparameters"] == {"cell": m.cell.name, **{
+            k: v for k, v in m.hyperparameters().items()
+            if k not in ("num_layers", "bidirectional", "dropout")}}
         assert meta["param_shapes"] == {k: list(s) for k, s in m.param_shapes().items()}
         m2 = fio.load(path)
         assert type(m2) is type(m) and m2.hyperparameters() == m.hyperparameters()
@@ -962,7 +963,7 @@ def test_torch_conversion_of_any_cell(fake_cells, dtype):
         fio.to_torch_state_dict(_fake_model(lstm, forget_gate=False))
     with pytest.raises(ValueError, match="activation"):
         fio.from_torch_state_dict(state, activation="relu", cell="fake_gru")
-    with pytest.raises(ValueError, match="1-layer"):
+    with pytest.raises(ValueError, match="missing"):
         fio.from_torch_state_dict({**state, "rnn.weight_ih_l1": state["rnn.weight_ih_l0"]},
                                   cell="fake_gru")
     bad = dict(sd, **{"rnn.weight_ih_l0": sd["rnn.weight_ih_l0"][:-1]})

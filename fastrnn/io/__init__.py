@@ -4,10 +4,13 @@ A model file is an uncompressed .npz (zip) archive of the parameters (one .npy m
 key of model.params, float32 or float64) and a __meta__ member holding JSON metadata, and
 nothing pickled. The metadata (fastrnn/io/schema.py has the details) records the format
 and its version, the fastrnn version, the model's hyperparameters (its cell, sizes, the
-cell's options, output, dtype, backend, seed), the parameters' shapes, a sha256 checksum of
-their bytes and the user's metadata. save writes format_version 2; load reads 2 and the
-format_version 1 of fastrnn 0.1.0 (Elman networks), and refuses newer versions with a
-message asking for an upgrade.
+cell's options, output, dtype, backend, seed; num_layers, bidirectional and dropout for a
+stack), the parameters' shapes, a sha256 checksum of their bytes and the user's metadata.
+save writes format_version 2 for a one-layer unidirectional model (as fastrnn did before
+stacks, so that older versions still load it) and 3 for a deep or bidirectional one (which
+older versions refuse with a message asking for an upgrade); load reads 3, 2 (one layer, one
+direction, no dropout, unless the file says otherwise) and the format_version 1 of fastrnn
+0.1.0 (Elman networks), and refuses newer versions with a message asking for an upgrade.
 
 save() writes atomically (fastrnn/io/atomic.py): a reader, or a crash, sees either the old
 file or the new one, never a mix. load() reads the archive without pickle

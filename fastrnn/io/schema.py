@@ -3,10 +3,11 @@
 A model file is an uncompressed .npz holding one .npy member per parameter (named by its key
 in model.params) and META_KEY, a 0-d unicode array holding this JSON document:
 
-    {"format": "fastrnn.ElmanRNN", "format_version": 2, "fastrnn_version": "...",
+    {"format": "fastrnn.ElmanRNN", "format_version": 2 or 3, "fastrnn_version": "...",
      "hyperparameters": {"cell": "elman", "input_size": I, "hidden_size": H,
                          "output_size": O, <the cell's options, e.g. "activation">,
-                         "output", "dtype", "backend", "seed"},
+                         "output", "dtype", "backend", "seed",
+                         format_version 3 only: "num_layers", "bidirectional", "dropout"},
      "param_shapes": {name: shape as a list, for every parameter},
      "checksum": sha256 hex digest of the parameters' bytes (little-endian, C order) in the
                  order of the model's param_names,
@@ -16,9 +17,18 @@ The hyperparameters are those of model.hyperparameters() plus "cell", the name o
 model's cell (fastrnn.model.MODELS maps it to the model class); load() passes them, without
 "cell", to that class's from_params. The parameter names and shapes come from the model
 class too: a file is valid if the class, built from its hyperparameters, has exactly the
-parameters param_shapes lists, with those shapes. (So hyperparameters a model class adds,
-such as the "num_layers" and "bidirectional" of deep and bidirectional stacks, and the
-parameters they bring, need nothing new here.)
+parameters param_shapes lists, with those shapes (for a stack, "W_x_l1", "W_x_l0_reverse",
+...; the cell spec's stack_weight_names).
+
+format_version 3 adds the stack's hyperparameters, STACK_HYPERPARAMETERS, required there.
+save writes the lowest version that holds the model: a one-layer, unidirectional model
+without dropout (STACK_DEFAULTS) is written as format_version 2, without those keys, exactly
+as fastrnn wrote it before stacks existed, so every reader of version 2 loads it; any other
+model is written as version 3, which a fastrnn that reads version 2 at most refuses with
+"upgrade fastrnn" (version 2 with the keys would be refused by it too, but as an invalid
+file: its from_params has no num_layers argument). A version 2 file is read with the keys
+optional, STACK_DEFAULTS where absent (development builds between the stacks and version 3
+wrote them there).
 
 format_version 1 (fastrnn 0.1.0) is the same document for the Elman network only: its
 hyperparameters are exactly V1_HYPERPARAMETERS (no "cell"), and it is read as cell "elman".
@@ -38,7 +48,7 @@ from ..model import MODELS
 from .npz import Invalid
 
 FORMAT = "fastrnn.ElmanRNN"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3                  # the newest this fastrnn reads (and writes, for stacks)
 META_KEY = "__meta__"
 MAX_META_BYTES = 64 << 20           # a larger META_KEY member is not one we wrote
 V1_HYPERPARAMETERS = ("input_size", "hidden_size", "output_size", "activation", "output",
@@ -46,6 +56,10 @@ V1_HYPERPARAMETERS = ("input_size", "hidden_size", "output_size", "activation", 
 # What every format_version 2 file's hyperparameters hold, besides the cell's options.
 REQUIRED = ("cell", "input_size", "hidden_size", "output_size", "output", "dtype", "backend",
             "seed")
+# The hyperparameters of deep and bidirectional stacks, new in format_version 3, and the
+# values a file without them (version 1 or 2) means: one layer, one direction, no dropout.
+STACK_DEFAULTS = {"num_layers": 1, "bidirectional": False, "dropout": 0.0}
+STACK_HYPERPARAMETERS = tuple(STACK_DEFAULTS)
 _MAX_NDIM = 32                      # numpy's limits
 _MAX_ELEMENTS = 2**60
 
@@ -98,16 +112,33 @@ def model_arrays(model):
 
 
 def metadata(hyperparameters, arrays, user):
-    """The JSON document (a dict) of a file holding arrays (in file order)."""
+    """The JSON document (a dict) of a file holding arrays (in file order): format_version 2
+    without the stack's hyperparameters if they are all STACK_DEFAULTS, else 3."""
+    version, hyperparameters = versioned(hyperparameters)
     return {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": version,
         "fastrnn_version": __version__,
         "hyperparameters": hyperparameters,
         "param_shapes": {k: list(a.shape) for k, a in arrays.items()},
         "checksum": checksum(arrays, list(arrays)),
         "user": user,
     }
+
+
+def versioned(hyperparameters):
+    """(format_version, hyperparameters as stored): 2 and the hyperparameters without
+    STACK_HYPERPARAMETERS if those are absent or all at their defaults (readable by every
+    fastrnn that reads version 2), else 3 and all of them."""
+    stack = {k: hyperparameters.get(k, v) for k, v in STACK_DEFAULTS.items()}
+    if all(_same(stack[k], v) for k, v in STACK_DEFAULTS.items()):
+        return 2, {k: v for k, v in hyperparameters.items() if k not in STACK_DEFAULTS}
+    return 3, {**hyperparameters, **stack}
+
+
+def _same(value, default):
+    """value is default, in type (True is not 1) and value."""
+    return type(value) is type(default) and value == default
 
 
 def _json_seed(seed):
@@ -198,7 +229,7 @@ def check_version(meta):
 
 
 def check(meta):
-    """The Layout that the metadata of a format_version 1 or 2 file describes; Invalid
+    """The Layout that the metadata of a format_version 1, 2 or 3 file describes; Invalid
     unless it describes a valid model."""
     missing = [k for k in ("hyperparameters", "param_shapes", "checksum") if k not in meta]
     if missing:
@@ -213,9 +244,13 @@ def check(meta):
         raise Invalid(f"unknown cell {cell!r}: this fastrnn ({__version__}) has the cells "
                       f"{', '.join(map(repr, MODELS))}")
     cls = MODELS.get(cell)
-    missing = [k for k in REQUIRED + (cls.cell.options if cls else ()) if k not in hp]
+    required = REQUIRED + (cls.cell.options if cls else ())
+    if meta["format_version"] >= 3:
+        required += STACK_HYPERPARAMETERS
+    missing = [k for k in required if k not in hp]
     if missing:
         raise Invalid(f"metadata 'hyperparameters' lacks {missing}")
+    hp = {**STACK_DEFAULTS, **hp}         # versions 1 and 2: one layer, one direction
     try:
         if not isinstance(hp["dtype"], str):
             raise TypeError(f"dtype must be 'float32' or 'float64'; got {hp['dtype']!r}")
