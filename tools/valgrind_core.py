@@ -21,6 +21,8 @@ with a forget gate and the GRU; the other Elman activations and the LSTM without
 gate get a covering subset of 8 (every dtype x N, and every output, target and lengths
 setting: the activation and the forget gate change only the element-wise kernels' work,
 not which code runs around them), which keeps the run under valgrind to a few minutes.
+Then 2-layer bidirectional stacks of every cell (stack_predict, stack_loss_and_grad:
+the reverse direction's loops, with and without lengths, dropout masks, sample weights).
 Then loss_and_grad of every cell from two threads at once (the per-thread workspace is
 shared by every cell: each call replaces another cell's), and the element-wise helpers.
 
@@ -138,13 +140,14 @@ def close(a, b, rtol, what):
 
 def close_any(a, b, rtol, what):
     """Compare results of any form: dicts (gradients), tuples (several states; predict's
-    (Y, *states); the LSTM's (h_last, c_last)), scalars (losses) and arrays."""
+    (Y, *states); the LSTM's (h_last, c_last)), lists (a stack's per-layer gradients),
+    scalars (losses) and arrays."""
     if isinstance(a, dict):
         assert isinstance(b, dict) and sorted(a) == sorted(b), (what, sorted(a), sorted(b))
         for k in a:
             close_any(a[k], b[k], rtol, f"{what} [{k}]")
-    elif isinstance(a, tuple):
-        assert isinstance(b, tuple) and len(a) == len(b), (what, type(b), len(a))
+    elif isinstance(a, (tuple, list)):
+        assert type(b) is type(a) and len(a) == len(b), (what, type(b), len(a))
         for i, (x, y) in enumerate(zip(a, b)):
             close_any(x, y, rtol, f"{what} [{i}]")
     elif np.isscalar(a) or np.ndim(a) == 0:
@@ -227,6 +230,45 @@ def run_case(cell, options, N, T, I, H, O, dtype, output, target, use_lengths, s
     assert sorted(c) == sorted(n)
     for k in c:
         close_any(c[k], n[k], rtol, f"{tag} {k}")
+
+
+def run_stack_case(cell, options, N, dtype, target, use_lengths, seed, weighted, masks):
+    """stack_predict and stack_loss_and_grad of a 2-layer bidirectional network (T = 4,
+    I = 2, H = 5, O = 3, linear output), compiled against NumPy."""
+    spec = get_cell(cell)
+    rng = np.random.default_rng(seed)
+    T, I, H, O, D, L = 4, 2, 5, 3, 2, 2
+    weights = []
+    for k in range(L * D):
+        shapes = spec.weight_shapes(I if k < D else D * H, H)
+        weights.append(tuple((0.5 * rng.standard_normal(s)).astype(dtype)
+                             for s in shapes.values()))
+    X = rng.standard_normal((N, T, I)).astype(dtype)
+    Y = rng.standard_normal((N, T, O) if target == "sequence" else (N, O)).astype(dtype)
+    state0 = tuple(rng.standard_normal((L * D, N, H)).astype(dtype) for _ in spec.states)
+    W_y = rng.standard_normal((D * H, O)).astype(dtype)
+    b_y = rng.standard_normal(O).astype(dtype)
+    lengths = lengths_for(N, T, rng) if use_lengths else None
+    sw = rng.uniform(0.5, 2, N) if weighted else None
+    dm = [((rng.random((N, T, D * H)) < 0.7) / 0.7).astype(dtype)] if masks else None
+    tag = f"stack {cell}{options} N={N} {np.dtype(dtype).name} {target} lengths={lengths}"
+    sizes = buffer_sizes(N, T, D * H, H, O, spec.n_gates, np.dtype(dtype).itemsize)
+    both = {}
+    for be in ("cython", "numpy"):
+        fresh = ((lambda: fresh_numpy_buffers(sizes)) if be == "cython"
+                 else contextlib.nullcontext)
+        with fresh():
+            pred = fastrnn.stack_predict(cell, X, state0, weights, W_y, b_y, options,
+                                         bidirectional=True, backend=be, lengths=lengths)
+        with fresh():
+            loss, grads, last = fastrnn.stack_loss_and_grad(
+                cell, X, Y, state0, weights, W_y, b_y, options, target=target,
+                bidirectional=True, backend=be, input_grads=True, lengths=lengths,
+                return_state=True, dropout_masks=dm, sample_weight=sw)
+        both[be] = {"predict": pred, "loss": loss, "grads": grads, "last": last}
+    c, n = both["cython"], both["numpy"]
+    for k in c:
+        close_any(c[k], n[k], RTOL[dtype], f"{tag} {k}")
 
 
 # The cell variants: (cell, options, grid). grid "full": every dtype x N x SETTINGS;
@@ -376,6 +418,17 @@ def main():
                 if cell == "lstm" and dtype is np.float64:
                     options = (False,)
                 run(cell, options, 64, 2, 3, H, 4, dtype, "linear", "sequence", True)
+    # Deep and bidirectional stacks (fastrnn/stack.py): each (layer, direction) through
+    # forward_train/backward_train, the reverse direction's time loops (with lengths: each
+    # sequence from its own last valid step, the gathered first-step rows), the head on its
+    # own, dropout masks and sample weights.
+    for cell, options in (("elman", ("tanh",)), ("lstm", (True,)), ("gru", ())):
+        for i, (dtype, N, target, use_lengths) in enumerate(itertools.product(
+                DTYPES, (1, 3), ("sequence", "last"), (False, True))):
+            run_stack_case(cell, options, N, dtype, target, use_lengths, seed=count,
+                           weighted=i % 3 == 0, masks=i % 4 == 1)
+            count += 1
+            per_cell[f"{cell}{options} stack"] = per_cell.get(f"{cell}{options} stack", 0) + 1
     threads_check()
     count += 1
     # The element-wise helpers the tests also reach directly.
