@@ -4,6 +4,7 @@ from cython cimport floating
 from libc.math cimport sqrt
 
 from fastrnn._blas cimport gemm
+from fastrnn._gemm cimport weight_gemm
 
 
 cdef inline void prev_state_gemm(const floating *S, const floating *h0, floating *dZ,
@@ -29,7 +30,7 @@ cdef inline void prev_state_gemm(const floating *S, const floating *h0, floating
                 dZ[row + j] = 0
     if NT > 1:
         # dW (H, K) = S_flat[:-1]^T (H, N*T-1) @ dZ_flat[1:] (N*T-1, K)
-        gemm(True, False, H, K, NT - 1, 1, S, H, dZ + ld_z, ld_z, 0, dW, ld_w)
+        weight_gemm(H, K, NT - 1, S, H, dZ + ld_z, ld_z, 0, dW, ld_w)
     for n in range(1, N):
         row = n * T * ld_z
         for j in range(K):
