@@ -27,6 +27,16 @@
  *     Later k-blocks accumulate into C (then an L2-resident partial sum).
  *   - Column edges: the packed panels are zero-padded, so the micro-kernel always multiplies
  *     whole vectors and only masks C's loads and stores in the last group.
+ *   - A packed B larger than 1 MiB (W_s at H = 1024: 16 MiB, streamed from L3 at every step)
+ *     has the next group's block prefetched into L2 while the current group computes, a share
+ *     of its lines per row block (measured, one core, T = 100 steps: 128 x 1024 x 4096 and
+ *     128 x 4096 x 1024 1.10-1.22x and 1.04-1.10x faster; smaller B stay in L2, none issued).
+ *   - fr_gemm_tn (C = A^T B, the merged weight gradients over all N*T rows): the same
+ *     micro-kernel reading A transposed (at each k, MR contiguous elements of A's row k) and
+ *     the same loops, B packed a group's block at a time into a stack buffer just before use.
+ *     It beats OpenBLAS only on small products (dW (64, 256) over 1600 rows 1.2x, (32, 256)
+ *     1.3-1.5x); from ~10^9 multiply-adds OpenBLAS is as fast or faster (its A slab is not
+ *     re-read per column block), so the cells use it below 2**28 (fastrnn/_gemm.pxd).
  * Compiled for each ISA with target attributes (no -march flags, so the extension runs on any
  * x86-64) and chosen once with __builtin_cpu_supports; elsewhere only the portable C is built.
  * No -ffast-math anywhere: the FMAs are explicit intrinsics, NaN/inf propagate.
@@ -51,6 +61,13 @@
 #define FR_KC 128
 /* C's column block: N x (ncb panels) elements of at most this many bytes (half a Zen 4 L2). */
 #define FR_C_BLOCK_BYTES (512 * 1024)
+/* 1: software-prefetch the next block of packed B into L2 while a group computes (the packed
+ * W_s of a large cell, 16 MiB at H = 1024, is streamed from L3 at every step). */
+#ifndef FR_PREFETCH_B
+#define FR_PREFETCH_B 1
+#endif
+/* ... for a packed B larger than this (half a Sapphire Rapids / Zen 4 L2: smaller ones stay) */
+#define FR_PREFETCH_B_BYTES (1024 * 1024)
 /* 1: software-prefetch the next k-block's slab of A into L2 (for K >> 128 with cold, far
  * apart rows of A). Off until measured on a quiet machine. */
 #ifndef FR_PREFETCH_A
@@ -150,6 +167,37 @@ static void gemm_generic_##SFX(ptrdiff_t N, ptrdiff_t M, ptrdiff_t K, const T *A
 FR_DEFINE_GENERIC(float, f32, FR_PANEL_F32)
 FR_DEFINE_GENERIC(double, f64, FR_PANEL_F64)
 
+/* C (R x M) = A^T (R x K) @ B (K x M) + beta * C, A and B as stored (K >= 1 here): each
+ * element summed k by k, as the SIMD kernels do. And C = beta * C (an empty sum). */
+#define FR_DEFINE_GENERIC_TN(T, SFX)                                                          \
+                                                                                              \
+static void gemm_tn_generic_##SFX(ptrdiff_t R, ptrdiff_t M, ptrdiff_t K, const T *A,          \
+                                  ptrdiff_t lda, const T *B, ptrdiff_t ldb, T beta, T *C,     \
+                                  ptrdiff_t ldc)                                              \
+{                                                                                             \
+    for (ptrdiff_t i = 0; i < R; ++i) {                                                       \
+        T *restrict c = C + i * ldc;                                                          \
+        for (ptrdiff_t j = 0; j < M; ++j)                                                     \
+            c[j] = beta == 0 ? (T)0 : beta * c[j];                                            \
+        for (ptrdiff_t k = 0; k < K; ++k) {                                                   \
+            const T a = A[k * lda + i];                                                       \
+            const T *restrict b = B + k * ldb;                                                \
+            for (ptrdiff_t j = 0; j < M; ++j)                                                 \
+                c[j] += a * b[j];                                                             \
+        }                                                                                     \
+    }                                                                                         \
+}                                                                                             \
+                                                                                              \
+static void scale_##SFX(ptrdiff_t N, ptrdiff_t M, T beta, T *C, ptrdiff_t ldc)                \
+{                                                                                             \
+    for (ptrdiff_t i = 0; i < N; ++i)                                                         \
+        for (ptrdiff_t j = 0; j < M; ++j)                                                     \
+            C[i * ldc + j] = beta == 0 ? (T)0 : beta * C[i * ldc + j];                        \
+}
+
+FR_DEFINE_GENERIC_TN(float, f32)
+FR_DEFINE_GENERIC_TN(double, f64)
+
 #if FR_GEMM_X86
 
 #define FR_TGT512 __attribute__((target("avx2,fma,avx512f")))
@@ -228,11 +276,13 @@ FR_INLINE FR_TGT256 __m256d fma_a256d(__m256d a, __m256d b, __m256d c)
 #define FR_DEFINE_KERNEL(SFX, T, V, VL, W, VPP, GMAX, MR1, MR2, MR3, TGT)                     \
                                                                                               \
 /* C tile (MR x NV*VL, only its first ncols columns real) <- mode-dependent start + A @ B:   \
- *   A (MR x kc) rows lda apart; B: NV vectors per k, vector v at B + (v/VPP)*ps + (v%VPP)*VL \
+ *   A (MR x kc) rows lda apart (TA: stored transposed, element (i, k) at A[k*lda + i], so   \
+ *   the MR elements broadcast at each k are contiguous); B: NV vectors per k, vector v at   \
+ *   B + (v/VPP)*ps + (v%VPP)*VL                                                              \
  *   + k*W (panels ps elements apart, k-rows W apart); mode 0: start from 0 (C not read),    \
  *   1: from beta*C, 2: from C. MR and NV are compile-time constants at every call site, so  \
  *   the loops unroll and the MR*NV accumulators live in registers for the whole k-loop. */   \
-FR_INLINE TGT void uk_##SFX(const int MR, const int NV, ptrdiff_t kc,                         \
+FR_INLINE TGT void uk_##SFX(const int MR, const int NV, const int TA, ptrdiff_t kc,           \
                             const T *restrict A, ptrdiff_t lda, const T *restrict B,          \
                             ptrdiff_t ps, T *restrict C, ptrdiff_t ldc, int mode, T beta,     \
                             ptrdiff_t ncols)                                                  \
@@ -261,11 +311,11 @@ FR_INLINE TGT void uk_##SFX(const int MR, const int NV, ptrdiff_t kc,           
         FR_UNROLL for (int v = 0; v < NV; ++v)                                                \
             bv[v] = ld_##SFX(b + (v / VPP) * ps + (v % VPP) * VL);                            \
         FR_UNROLL for (int i = 0; i < MR; ++i) {                                              \
-            const V av = set1_##SFX(a[i * lda]);                                              \
+            const V av = set1_##SFX(a[TA ? i : i * lda]);                                     \
             FR_UNROLL for (int v = 0; v < NV; ++v)                                            \
                 acc[i][v] = fma_##SFX(av, bv[v], acc[i][v]);                                  \
         }                                                                                     \
-        a += 1;                                                                               \
+        a += TA ? lda : 1;                                                                    \
         b += W;                                                                               \
     }                                                                                         \
     if (full) {                                                                               \
@@ -286,15 +336,26 @@ FR_INLINE TGT void uk_##SFX(const int MR, const int NV, ptrdiff_t kc,           
 }                                                                                             \
                                                                                               \
 /* One row block (mr <= MRg rows) of one panel group (g panels): a switch to the kernel      \
- * instance with constant MR and NV = g*VPP. */                                               \
+ * instance with constant MR and NV = g*VPP (A in place: blk; A transposed: blkt). */         \
 static TGT void blk_##SFX(int g, int mr, ptrdiff_t kc, const T *A, ptrdiff_t lda,             \
                           const T *B, ptrdiff_t ps, T *C, ptrdiff_t ldc, int mode, T beta,    \
                           ptrdiff_t ncols)                                                    \
 {                                                                                             \
     switch (g * 32 + mr) {                                                                    \
-    FR_CASES(SFX, 1, MR1 * (GMAX >= 1))                                                       \
-    FR_CASES(SFX, 2, MR2 * (GMAX >= 2))                                                       \
-    FR_CASES(SFX, 3, MR3 * (GMAX >= 3))                                                       \
+    FR_CASES(SFX, 0, 1, MR1 * (GMAX >= 1))                                                    \
+    FR_CASES(SFX, 0, 2, MR2 * (GMAX >= 2))                                                    \
+    FR_CASES(SFX, 0, 3, MR3 * (GMAX >= 3))                                                    \
+    default: break;                                                                           \
+    }                                                                                         \
+}                                                                                             \
+static TGT void blkt_##SFX(int g, int mr, ptrdiff_t kc, const T *A, ptrdiff_t lda,            \
+                           const T *B, ptrdiff_t ps, T *C, ptrdiff_t ldc, int mode, T beta,   \
+                           ptrdiff_t ncols)                                                   \
+{                                                                                             \
+    switch (g * 32 + mr) {                                                                    \
+    FR_CASES(SFX, 1, 1, MR1 * (GMAX >= 1))                                                    \
+    FR_CASES(SFX, 1, 2, MR2 * (GMAX >= 2))                                                    \
+    FR_CASES(SFX, 1, 3, MR3 * (GMAX >= 3))                                                    \
     default: break;                                                                           \
     }                                                                                         \
 }                                                                                             \
@@ -312,6 +373,8 @@ static TGT void gemm_##SFX(ptrdiff_t N, ptrdiff_t M, ptrdiff_t K, const T *A, pt
     const ptrdiff_t kcb = (K + nkb - 1) / nkb; /* balanced k-blocks of <= FR_KC rows */       \
     ptrdiff_t ncb = FR_C_BLOCK_BYTES / ((ptrdiff_t)sizeof(T) * W * N);                        \
     ncb = ncb < GMAX ? GMAX : ncb / GMAX * GMAX;          /* whole groups */                  \
+    /* prefetch B only when it cannot stay in L2 from one step to the next */                 \
+    const int pf_b = FR_PREFETCH_B && (double)ps * np * sizeof(T) > FR_PREFETCH_B_BYTES;      \
     for (ptrdiff_t jb = 0; jb < np; jb += ncb) {                                              \
         const ptrdiff_t pend = np - jb < ncb ? np : jb + ncb;                                 \
         for (ptrdiff_t k0 = 0; k0 < K; k0 += kcb) {                                           \
@@ -343,8 +406,20 @@ static TGT void gemm_##SFX(ptrdiff_t N, ptrdiff_t M, ptrdiff_t K, const T *A, pt
                 const ptrdiff_t nrb = (N + mr_max - 1) / mr_max;                              \
                 const ptrdiff_t mrb = (N + nrb - 1) / nrb;                                    \
                 const T *Bk = Bp + p0 * ps + k0 * W;                                          \
+                /* the next block of B this loop reads (next group, else the next k-block's  \
+                 * first group), GMAX panels of kc k-rows: its lines are prefetched into L2, \
+                 * a share per row block, so that no group starts on B lines from L3 */       \
+                const T *Bn = p0 + g < pend ? Bp + (p0 + g) * ps + k0 * W                     \
+                                            : Bp + jb * ps + (k0 + kc) * W;                   \
+                const ptrdiff_t nlines = pf_b && (p0 + g < pend || k0 + kc < K) ? kc : 0;     \
+                const ptrdiff_t share = (nlines + nrb - 1) / nrb;                             \
+                ptrdiff_t line = 0;                                                           \
                 for (ptrdiff_t i0 = 0; i0 < N; i0 += mrb) {                                   \
                     const int mr = (int)(N - i0 < mrb ? N - i0 : mrb);                        \
+                    for (ptrdiff_t e = line + share < nlines ? line + share : nlines;         \
+                         line < e; ++line)                                                    \
+                        FR_UNROLL for (int q = 0; q < GMAX; ++q)                              \
+                            __builtin_prefetch(Bn + q * ps + line * W, 0, 2);                 \
                     blk_##SFX(g, mr, kc, A + i0 * lda + k0, lda, Bk, ps, C + i0 * ldc + j0,   \
                               ldc, mode, beta, ncols);                                        \
                 }                                                                             \
@@ -352,22 +427,82 @@ static TGT void gemm_##SFX(ptrdiff_t N, ptrdiff_t M, ptrdiff_t K, const T *A, pt
             }                                                                                 \
         }                                                                                     \
     }                                                                                         \
+}                                                                                             \
+                                                                                              \
+/* C (R x M) = A^T (R x K) @ B (K x M) + beta * C, A stored (K x R), B stored (K x M), both   \
+ * read in place (K >= 1, R, M >= 1 here). The same loops as gemm, but B is not packed in     \
+ * advance: each group's block (kc x g*W) is packed into a buffer on the stack just before    \
+ * the row blocks use it (every element of B is packed once per call: the row blocks cover    \
+ * all R rows), and the micro-kernel reads A transposed: at each k a row block broadcasts MR  \
+ * contiguous elements of A's row k. A's slab (kc x R) stays in L2 for the column block. */   \
+static TGT void gemm_tn_##SFX(ptrdiff_t R, ptrdiff_t M, ptrdiff_t K, const T *A,             \
+                              ptrdiff_t lda, const T *B, ptrdiff_t ldb, T beta, T *C,         \
+                              ptrdiff_t ldc)                                                  \
+{                                                                                             \
+    T buf[FR_KC * GMAX * W] __attribute__((aligned(64)));                                     \
+    const ptrdiff_t np = (M + W - 1) / W;                                                     \
+    const ptrdiff_t nkb = (K + FR_KC - 1) / FR_KC;                                            \
+    const ptrdiff_t kcb = (K + nkb - 1) / nkb;                                                \
+    ptrdiff_t ncb = FR_C_BLOCK_BYTES / ((ptrdiff_t)sizeof(T) * W * R);                        \
+    ncb = ncb < GMAX ? GMAX : ncb / GMAX * GMAX;                                              \
+    for (ptrdiff_t jb = 0; jb < np; jb += ncb) {                                              \
+        const ptrdiff_t pend = np - jb < ncb ? np : jb + ncb;                                 \
+        for (ptrdiff_t k0 = 0; k0 < K; k0 += kcb) {                                           \
+            const ptrdiff_t kc = K - k0 < kcb ? K - k0 : kcb;                                 \
+            const int mode = k0 > 0 ? 2 : beta == 0 ? 0 : beta == 1 ? 2 : 1;                 \
+            ptrdiff_t p0 = jb;                                                                \
+            while (p0 < pend) {                                                               \
+                const ptrdiff_t rem = pend - p0;                                              \
+                int g;                                                                        \
+                if (GMAX == 1 || rem == 1)                                                    \
+                    g = 1;                                                                    \
+                else if (GMAX == 2 || rem == 2 || rem == 4)                                   \
+                    g = 2;                                                                    \
+                else                                                                          \
+                    g = 3;                                                                    \
+                const int mr_max = g == 1 ? MR1 : g == 2 ? MR2 : MR3;                         \
+                const ptrdiff_t j0 = p0 * W;                                                  \
+                const ptrdiff_t ncols = M - j0 < (ptrdiff_t)g * W ? M - j0 : (ptrdiff_t)g * W;\
+                /* buf <- B[k0 : k0+kc, j0 : j0+g*W] in panels (kc*W apart), 0 past M */     \
+                const int nv = g * VPP;                                                       \
+                for (ptrdiff_t k = 0; k < kc; ++k) {                                          \
+                    const T *row = B + (k0 + k) * ldb + j0;                                   \
+                    for (int v = 0; v < nv; ++v) {                                            \
+                        const ptrdiff_t n = ncols - (ptrdiff_t)v * VL;                        \
+                        const V x = n >= VL ? ld_##SFX(row + v * VL)                          \
+                                  : n > 0 ? ldm_##SFX(row + v * VL, n) : zero_##SFX();        \
+                        st_##SFX(buf + (v / VPP) * kc * W + k * W + (v % VPP) * VL, x);       \
+                    }                                                                         \
+                }                                                                             \
+                const ptrdiff_t nrb = (R + mr_max - 1) / mr_max;                              \
+                const ptrdiff_t mrb = (R + nrb - 1) / nrb;                                    \
+                for (ptrdiff_t i0 = 0; i0 < R; i0 += mrb) {                                   \
+                    const int mr = (int)(R - i0 < mrb ? R - i0 : mrb);                        \
+                    blkt_##SFX(g, mr, kc, A + k0 * lda + i0, lda, buf, kc * W,                \
+                               C + i0 * ldc + j0, ldc, mode, beta, ncols);                    \
+                }                                                                             \
+                p0 += g;                                                                      \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
 }
 
-/* case labels g*32 + mr for mr = 1..MRMAX (MRMAX <= 16; 0 emits none) */
-#define FR_CASE(SFX, G, MRMAX, R)                                                             \
+/* case labels g*32 + mr for mr = 1..MRMAX (MRMAX <= 16; 0 emits none); TA: A transposed */
+#define FR_CASE(SFX, TA, G, MRMAX, R)                                                         \
     case G * 32 + R:                                                                          \
         if (R <= MRMAX)                                                                       \
-            uk_##SFX(R <= MRMAX ? R : 1, G * (W_##SFX / VL_##SFX), kc, A, lda, B, ps, C, ldc, \
-                     mode, beta, ncols);                                                      \
+            uk_##SFX(R <= MRMAX ? R : 1, G * (W_##SFX / VL_##SFX), TA, kc, A, lda, B, ps, C,  \
+                     ldc, mode, beta, ncols);                                                 \
         break;
-#define FR_CASES(SFX, G, MRMAX)                                                               \
-    FR_CASE(SFX, G, MRMAX, 1) FR_CASE(SFX, G, MRMAX, 2) FR_CASE(SFX, G, MRMAX, 3)             \
-    FR_CASE(SFX, G, MRMAX, 4) FR_CASE(SFX, G, MRMAX, 5) FR_CASE(SFX, G, MRMAX, 6)             \
-    FR_CASE(SFX, G, MRMAX, 7) FR_CASE(SFX, G, MRMAX, 8) FR_CASE(SFX, G, MRMAX, 9)             \
-    FR_CASE(SFX, G, MRMAX, 10) FR_CASE(SFX, G, MRMAX, 11) FR_CASE(SFX, G, MRMAX, 12)          \
-    FR_CASE(SFX, G, MRMAX, 13) FR_CASE(SFX, G, MRMAX, 14) FR_CASE(SFX, G, MRMAX, 15)          \
-    FR_CASE(SFX, G, MRMAX, 16)
+#define FR_CASES(SFX, TA, G, MRMAX)                                                           \
+    FR_CASE(SFX, TA, G, MRMAX, 1) FR_CASE(SFX, TA, G, MRMAX, 2)                               \
+    FR_CASE(SFX, TA, G, MRMAX, 3) FR_CASE(SFX, TA, G, MRMAX, 4)                               \
+    FR_CASE(SFX, TA, G, MRMAX, 5) FR_CASE(SFX, TA, G, MRMAX, 6)                               \
+    FR_CASE(SFX, TA, G, MRMAX, 7) FR_CASE(SFX, TA, G, MRMAX, 8)                               \
+    FR_CASE(SFX, TA, G, MRMAX, 9) FR_CASE(SFX, TA, G, MRMAX, 10)                              \
+    FR_CASE(SFX, TA, G, MRMAX, 11) FR_CASE(SFX, TA, G, MRMAX, 12)                             \
+    FR_CASE(SFX, TA, G, MRMAX, 13) FR_CASE(SFX, TA, G, MRMAX, 14)                             \
+    FR_CASE(SFX, TA, G, MRMAX, 15) FR_CASE(SFX, TA, G, MRMAX, 16)
 
 /* lanes and panel width of each instance, for FR_CASE */
 #define VL_a512s 16
@@ -414,7 +549,7 @@ int fr_gemm_isa(int request)
     return isa;
 }
 
-#define FR_DEFINE_PUBLIC(T, SFX, X512, X256)                                                  \
+#define FR_DEFINE_PUBLIC(T, SFX, X512, X256, XT512, XT256)                                    \
                                                                                               \
 void fr_gemm_packed_##SFX(ptrdiff_t N, ptrdiff_t M, ptrdiff_t K, const T *A, ptrdiff_t lda,   \
                           const T *Bp, T beta, T *C, ptrdiff_t ldc)                           \
@@ -423,32 +558,46 @@ void fr_gemm_packed_##SFX(ptrdiff_t N, ptrdiff_t M, ptrdiff_t K, const T *A, ptr
     if (N <= 0 || M <= 0)                                                                     \
         return;                                                                               \
     if (K <= 0) {                                                                             \
-        /* an empty sum: C = beta * C */                                                      \
-        for (ptrdiff_t i = 0; i < N; ++i)                                                     \
-            for (ptrdiff_t j = 0; j < M; ++j)                                                 \
-                C[i * ldc + j] = beta == 0 ? (T)0 : beta * C[i * ldc + j];                    \
+        scale_##SFX(N, M, beta, C, ldc);                                                      \
         return;                                                                               \
     }                                                                                         \
     int isa = __atomic_load_n(&g_isa, __ATOMIC_RELAXED);                                      \
     if (isa < 0)                                                                              \
         isa = fr_gemm_isa(INT_MAX);                                                           \
-    FR_X86_DISPATCH(X512, X256)                                                               \
+    FR_X86_DISPATCH(X512, X256, (N, M, K, A, lda, Bp, beta, C, ldc))                          \
     gemm_generic_##SFX(N, M, K, A, lda, Bp, beta, C, ldc);                                    \
+}                                                                                             \
+                                                                                              \
+void fr_gemm_tn_##SFX(ptrdiff_t R, ptrdiff_t M, ptrdiff_t K, const T *A, ptrdiff_t lda,       \
+                      const T *B, ptrdiff_t ldb, T beta, T *C, ptrdiff_t ldc)                 \
+{                                                                                             \
+    /* C (R x M) = A^T (R x K) @ B (K x M) + beta * C, A (K x R), B (K x M) as stored */      \
+    if (R <= 0 || M <= 0)                                                                     \
+        return;                                                                               \
+    if (K <= 0) {                                                                             \
+        scale_##SFX(R, M, beta, C, ldc);                                                      \
+        return;                                                                               \
+    }                                                                                         \
+    int isa = __atomic_load_n(&g_isa, __ATOMIC_RELAXED);                                      \
+    if (isa < 0)                                                                              \
+        isa = fr_gemm_isa(INT_MAX);                                                           \
+    FR_X86_DISPATCH(XT512, XT256, (R, M, K, A, lda, B, ldb, beta, C, ldc))                    \
+    gemm_tn_generic_##SFX(R, M, K, A, lda, B, ldb, beta, C, ldc);                             \
 }
 
 #if FR_GEMM_X86
-#define FR_X86_DISPATCH(X512, X256)                                                           \
+#define FR_X86_DISPATCH(X512, X256, ARGS)                                                     \
     if (isa == FR_GEMM_AVX512) {                                                              \
-        X512(N, M, K, A, lda, Bp, beta, C, ldc);                                              \
+        X512 ARGS;                                                                            \
         return;                                                                               \
     }                                                                                         \
     if (isa == FR_GEMM_AVX2) {                                                                \
-        X256(N, M, K, A, lda, Bp, beta, C, ldc);                                              \
+        X256 ARGS;                                                                            \
         return;                                                                               \
     }
 #else
-#define FR_X86_DISPATCH(X512, X256)
+#define FR_X86_DISPATCH(X512, X256, ARGS)
 #endif
 
-FR_DEFINE_PUBLIC(float, f32, gemm_a512s, gemm_a256s)
-FR_DEFINE_PUBLIC(double, f64, gemm_a512d, gemm_a256d)
+FR_DEFINE_PUBLIC(float, f32, gemm_a512s, gemm_a256s, gemm_tn_a512s, gemm_tn_a256s)
+FR_DEFINE_PUBLIC(double, f64, gemm_a512d, gemm_a256d, gemm_tn_a512d, gemm_tn_a256d)

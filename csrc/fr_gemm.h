@@ -56,6 +56,17 @@ void fr_gemm_packed_f64(ptrdiff_t N, ptrdiff_t M, ptrdiff_t K, const double *A,
                         ptrdiff_t ldc);
 
 /*
+ * C (R x M) = A^T (R x K) @ B (K x M) + beta * C, A stored (K x R) with leading dimension
+ * lda >= R and B stored (K x M) with ldb >= M, both read in place (nothing packed in
+ * advance): the merged weight gradients, dW (R, M) = X^T (R, N*T) @ dZ (N*T, M), over all
+ * rows of batch-first arrays. ldc >= M; beta as in fr_gemm_packed_*. Uses ~24 KiB of stack.
+ */
+void fr_gemm_tn_f32(ptrdiff_t R, ptrdiff_t M, ptrdiff_t K, const float *A, ptrdiff_t lda,
+                    const float *B, ptrdiff_t ldb, float beta, float *C, ptrdiff_t ldc);
+void fr_gemm_tn_f64(ptrdiff_t R, ptrdiff_t M, ptrdiff_t K, const double *A, ptrdiff_t lda,
+                    const double *B, ptrdiff_t ldb, double beta, double *C, ptrdiff_t ldc);
+
+/*
  * The kernel family in use: FR_GEMM_GENERIC (portable C), FR_GEMM_AVX2 (AVX2+FMA),
  * FR_GEMM_AVX512 (AVX-512F). request < 0 only reports it; otherwise the best family the CPU
  * supports that is <= request is selected (for tests and benchmarks; not thread-safe against

@@ -19,6 +19,12 @@ cdef extern from "fr_gemm.h" nogil:
     void fr_gemm_packed_f64(Py_ssize_t N, Py_ssize_t M, Py_ssize_t K, const double *A,
                             Py_ssize_t lda, const double *Bp, double beta, double *C,
                             Py_ssize_t ldc)
+    void fr_gemm_tn_f32(Py_ssize_t R, Py_ssize_t M, Py_ssize_t K, const float *A,
+                        Py_ssize_t lda, const float *B, Py_ssize_t ldb, float beta, float *C,
+                        Py_ssize_t ldc)
+    void fr_gemm_tn_f64(Py_ssize_t R, Py_ssize_t M, Py_ssize_t K, const double *A,
+                        Py_ssize_t lda, const double *B, Py_ssize_t ldb, double beta,
+                        double *C, Py_ssize_t ldc)
     # the micro-kernel family in use (fr_gemm.h); for tests and benchmarks
     int fr_gemm_isa(int request)
     enum:
@@ -93,3 +99,27 @@ cdef inline void step_gemm(const StepB *s, int N, const floating *A, int lda, fl
     else:
         gemm(False, s.trans, N, s.M, s.K, 1, A, lda, <const floating *> s.B, s.ldb, beta, C,
              ldc)
+
+
+# ---------------------------------------------------------------------------------------------
+# The merged weight gradients, dW = X^T dZ over all N*T rows: fastrnn's kernel (csrc/fr_gemm.c,
+# fr_gemm_tn) below this many multiply-adds, where OpenBLAS's packing and edge handling cost
+# ~20-50% (measured on one core: dW (64, 256) over 1600 rows 1.2x, (32, 256) 1.3-1.5x faster);
+# above it OpenBLAS's GEMM is as fast or faster (and may use several threads).
+cdef enum:
+    WEIGHT_GEMM_OWN_WORK = 268435456      # 2**28
+
+
+cdef inline void weight_gemm(int R, int M, int K, const floating *A, int lda,
+                             const floating *B, int ldb, floating beta, floating *C,
+                             int ldc) noexcept nogil:
+    """C (R, M) = A^T (R, K) @ B (K, M) + beta * C, A stored (K, R), B (K, M) (beta 0: C is
+    not read)."""
+    # below 16 output columns the micro-kernel's 16-wide tiles are mostly padding (a
+    # (64, 8) dW_y ran 0.51x OpenBLAS): BLAS takes those, and the large products
+    if M < 16 or <double> R * M * K >= WEIGHT_GEMM_OWN_WORK:
+        gemm(True, False, R, M, K, 1, A, lda, B, ldb, beta, C, ldc)
+    elif floating is float:
+        fr_gemm_tn_f32(R, M, K, A, lda, B, ldb, beta, C, ldc)
+    else:
+        fr_gemm_tn_f64(R, M, K, A, lda, B, ldb, beta, C, ldc)

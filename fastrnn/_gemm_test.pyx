@@ -12,8 +12,9 @@ from cython cimport floating
 
 from fastrnn._blas cimport gemm, gemm_step
 from fastrnn._gemm cimport (FR_GEMM_AVX2, FR_GEMM_AVX512, FR_GEMM_GENERIC, fr_gemm_isa,
-                            fr_gemm_packed_f32, fr_gemm_packed_f64, fr_pack_b_f32,
-                            fr_pack_b_f64, fr_packed_size_f32, fr_packed_size_f64)
+                            fr_gemm_packed_f32, fr_gemm_packed_f64, fr_gemm_tn_f32,
+                            fr_gemm_tn_f64, fr_pack_b_f32, fr_pack_b_f64, fr_packed_size_f32,
+                            fr_packed_size_f64)
 
 cnp.import_array()
 
@@ -82,6 +83,24 @@ def gemm_packed(cnp.ndarray A, cnp.ndarray Bp, Py_ssize_t M, double beta, cnp.nd
         with nogil:
             fr_gemm_packed_f64(N, M, K, <const double *> A.data, lda,
                                <const double *> Bp.data, beta, <double *> C.data, ldc)
+
+
+
+def gemm_tn(cnp.ndarray A, cnp.ndarray B, double beta, cnp.ndarray C):
+    """C (R, M) = A.T (R, K) @ B (K, M) + beta * C in place (fr_gemm_tn: the merged weight
+    gradients); A (K, R), B and C may be row views of wider arrays."""
+    cdef Py_ssize_t lda = row_stride(A), ldb = row_stride(B), ldc = row_stride(C)
+    cdef Py_ssize_t K = A.shape[0], R = A.shape[1], M = B.shape[1]
+    assert B.shape[0] == K and C.shape[0] == R and C.shape[1] == M
+    assert A.dtype == B.dtype == C.dtype
+    if A.dtype == np.float32:
+        with nogil:
+            fr_gemm_tn_f32(R, M, K, <const float *> A.data, lda, <const float *> B.data, ldb,
+                           <float> beta, <float *> C.data, ldc)
+    else:
+        with nogil:
+            fr_gemm_tn_f64(R, M, K, <const double *> A.data, lda, <const double *> B.data,
+                           ldb, beta, <double *> C.data, ldc)
 
 
 cdef void steps_blas_impl(const floating *A, const floating *B, floating *C, int N, int T,

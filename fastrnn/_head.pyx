@@ -19,7 +19,7 @@ from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memcpy, memset
 
 from fastrnn._blas cimport gemm
-from fastrnn._gemm cimport packed_elements, step_b, step_gemm
+from fastrnn._gemm cimport packed_elements, step_b, step_gemm, weight_gemm
 from fastrnn._kernels cimport (FR_IDENTITY, FR_RELU, FR_SIGMOID, FR_TANH, add_bias,
                                bias_act, colsum, fr_all_finite_f32,
                                fr_all_finite_f64, mse, softmax, xent)
@@ -58,7 +58,7 @@ cdef double head_loss_and_grad(Head *h, const floating *S, floating *G, floating
     else:
         loss = mse(Z, <const floating *> h.Y, rows, O, 1.0 / (count * O), h.weight) / (count * O)
     # dW_y (H, O) = S_out^T (H, rows) @ dZ (rows, O);  db_y = dZ.sum over rows
-    gemm(True, False, H, O, rows, 1, S_out, ld_out, Z, O, 0, <floating *> h.dW_y, O)
+    weight_gemm(H, O, rows, S_out, ld_out, Z, O, 0, <floating *> h.dW_y, O)
     colsum(Z, rows, O, O, <floating *> h.db_y)
     if h.last and lengths != NULL:
         # D (N, H) = dZ (N, O) @ W_y^T (O, H), placed at each sequence's last valid step

@@ -86,6 +86,28 @@ def test_against_numpy(isa, H, N, beta, trans, dtype):
         run(rng, N, K, M, trans, beta, dtype)
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("R, K, M", [(1, 1, 1), (5, 1, 17), (17, 300, 100), (1, 300, 1),
+                                     (13, 129, 49), (9, 257, 33), (64, 1600, 256),
+                                     (32, 257, 256), (256, 33, 48), (40, 2, 1024),
+                                     (25, 130, 97), (300, 40, 20)])
+def test_tn_against_numpy(isa, R, K, M, dtype):
+    """fr_gemm_tn (the merged weight gradients): C (R, M) = A^T (R, K) @ B (K, M) + beta*C,
+    A (K, R) and B (K, M) read in place from wider arrays; sizes straddling the row blocks,
+    panels and k-blocks; every beta form; beta = 0 must not read C (NaN)."""
+    rng = np.random.default_rng(R * 7 + K * 3 + M)
+    for beta in (0.0, 1.0, 0.5):
+        A_big = rng.standard_normal((K, R + 3)).astype(dtype)
+        B_big = rng.standard_normal((K, M + 5)).astype(dtype)
+        C_big = rng.standard_normal((R, M + 8)).astype(dtype)
+        A, B = A_big[:, :R], B_big[:, :M]
+        if beta == 0:
+            C_big[:, :M] = np.nan
+        C0_big = C_big.copy()
+        g.gemm_tn(A, B, beta, C_big[:, :M])
+        # check() computes A' @ opB with A' (R, K): pass A^T and B
+        check(C_big, C0_big, np.ascontiguousarray(A.T), B.astype(np.float64), beta, M, dtype)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("N, K, M", [(1, 1, 1), (5, 1, 17), (17, 1, 100), (1, 300, 1),
                                      (13, 129, 49), (9, 257, 33), (31, 64, 80), (256, 33, 48),

@@ -23,7 +23,7 @@ from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memcpy, memset
 
 from fastrnn._blas cimport gemm
-from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm
+from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm, weight_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
 from fastrnn._kernels cimport act_grad, bias_act, colsum
 from fastrnn.cells._recurrence cimport first_ld, first_rows, prev_state_gemm, row_norms
@@ -113,7 +113,7 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
 
     # Weight gradients: one GEMM over all N*T rows each (the "merged" form).
     # dW_x (I, H) = X^T (I, N*T) @ dA (N*T, H)
-    gemm(True, False, I, H, NT, 1, X, I, G, H, 0, dW_x, H)
+    weight_gemm(I, H, NT, X, I, G, H, 0, dW_x, H)
     # db (H,) = dA.sum over all rows
     colsum(G, NT, H, H, db)
     # dW_s (H, H) = sum_t S_prev(t)^T (H, N) @ dA[:, t] (N, H), S_prev of the first step = h0

@@ -30,7 +30,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
 from fastrnn._blas cimport gemm
-from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm
+from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm, weight_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
 from fastrnn._kernels cimport colsum
 from fastrnn.cells._recurrence cimport first_ld, first_rows, prev_state_gemm, row_norms
@@ -172,7 +172,7 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
 
     # Weight gradients: one GEMM over all N*T rows each (the "merged" form).
     # dW_x (I, 3H) = X^T (I, N*T) @ dza (N*T, 3H)
-    gemm(True, False, I, G3, NT, 1, X, I, A, G3, 0, dW_x, G3)
+    weight_gemm(I, G3, NT, X, I, A, G3, 0, dW_x, G3)
     # db (3H,) = dza.sum over all rows; db_s = dzs.sum: the same r and z blocks, then Sn's
     colsum(A, NT, G3, G3, db)
     memcpy(db_s, db, H2 * sizeof(floating))

@@ -28,7 +28,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
 from fastrnn._blas cimport gemm
-from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm
+from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm, weight_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
 from fastrnn._kernels cimport colsum
 from fastrnn.cells._recurrence cimport first_ld, first_rows, prev_state_gemm, row_norms
@@ -189,7 +189,7 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
 
     # Weight gradients: one GEMM over all N*T rows each (the "merged" form).
     # dW_x (I, 4H) = X^T (I, N*T) @ dZ (N*T, 4H)
-    gemm(True, False, I, G4, NT, 1, X, I, Z, G4, 0, dW_x, G4)
+    weight_gemm(I, G4, NT, X, I, Z, G4, 0, dW_x, G4)
     # db (4H,) = dZ.sum over all rows
     colsum(Z, NT, G4, G4, db)
     # dW_s (H, 4H) = sum_t h_{t-1}^T (H, N) @ dZ_t (N, 4H), h_{-1} = h0: one GEMM

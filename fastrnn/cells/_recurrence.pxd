@@ -6,6 +6,7 @@ from libc.math cimport sqrt
 from libc.stdint cimport int64_t
 
 from fastrnn._blas cimport gemm
+from fastrnn._gemm cimport weight_gemm
 
 
 cdef inline void prev_state_gemm(const floating *S, const floating *h0, floating *dZ,
@@ -39,10 +40,10 @@ cdef inline void prev_state_gemm(const floating *S, const floating *h0, floating
     if NT > 1:
         if reverse:
             # dW (H, K) = S_flat[1:]^T (H, N*T-1) @ dZ_flat[:-1] (N*T-1, K)
-            gemm(True, False, H, K, NT - 1, 1, S + H, H, dZ, ld_z, 0, dW, ld_w)
+            weight_gemm(H, K, NT - 1, S + H, H, dZ, ld_z, 0, dW, ld_w)
         else:
             # dW (H, K) = S_flat[:-1]^T (H, N*T-1) @ dZ_flat[1:] (N*T-1, K)
-            gemm(True, False, H, K, NT - 1, 1, S, H, dZ + ld_z, ld_z, 0, dW, ld_w)
+            weight_gemm(H, K, NT - 1, S, H, dZ + ld_z, ld_z, 0, dW, ld_w)
     for n in range(N):
         if n < N - 1 if reverse else n > 0:
             row = (n * T + first) * ld_z
