@@ -44,14 +44,15 @@ def forward_flops(N, T, I, H, O, cell="elman"):
     return 2 * N * T * (G * I * H + G * H * H + H * O)
 
 
-def fastrnn_impl(X, Y, model, backend, kind="loss_and_grad"):
+def fastrnn_impl(X, Y, model, backend, kind="loss_and_grad", input_grads=False):
     """One call of the functional core (validation included), as a user would call it."""
     p = model.params
     weights = tuple(p[k] for k in model.cell.weight_names)
     options = model._options()
     if kind == "loss_and_grad":
         return lambda: fastrnn.cell_loss_and_grad(model.cell, X, Y, None, weights, p["W_y"],
-                                                  p["b_y"], options, backend=backend)
+                                                  p["b_y"], options, backend=backend,
+                                                  input_grads=input_grads)
     return lambda: fastrnn.cell_predict(model.cell, X, None, weights, p["W_y"], p["b_y"],
                                         options, backend=backend)
 
@@ -176,7 +177,8 @@ def stack_implementations(cell, L, bidirectional, N, T, I, H, O, dtype="float32"
     bidirectional) network and its PyTorch twin (nn.LSTM(num_layers=L, bidirectional=...)
     + nn.Linear + mse_loss + backward()), on the same weights; and "cython_layers": the
     one-layer, one-direction calls of the same sizes one after another (layer 0 reads I
-    features, the layers above D*H), to measure what stacking costs beyond its layers."""
+    features, the layers above D*H and return their input gradient, as in the stack), to
+    measure what stacking costs beyond its layers' own work."""
     rng = np.random.default_rng(seed)
     D = 2 if bidirectional else 1
     X = rng.standard_normal((N, T, I)).astype(dtype)
@@ -188,7 +190,10 @@ def stack_implementations(cell, L, bidirectional, N, T, I, H, O, dtype="float32"
         for be in ("cython", "numpy")}
     singles = [problem(N, T, I if k < D else D * H, H, O, dtype, seed, cell)
                for k in range(L * D)]
-    single_calls = [fastrnn_impl(Xk, Y, m, "cython") for Xk, _, m in singles]
+    # each layer's own one-layer call; the layers above the first also compute their
+    # input gradient, as they must inside a stack (it is the layer below's dLoss/dh)
+    single_calls = [fastrnn_impl(Xk, Y, m, "cython", input_grads=k >= D)
+                    for k, (Xk, _, m) in enumerate(singles)]
     impls["cython_layers"] = lambda: [f() for f in single_calls]
     try:
         import torch
