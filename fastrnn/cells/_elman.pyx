@@ -231,18 +231,7 @@ def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp
     reverse: run backwards in time (see recur_forward)."""
     cdef Net n = make_net(X, h0, W_x, W_s, b, activation, lengths)
     n.reverse = reverse
-    cdef cnp.ndarray S = np.empty((n.N, n.T, n.H), dtype=X.dtype)
-    Wp = np.empty(packed_shapes(&n, X)[0], X.dtype)
-    use_packed(&n, Wp, Wp)
-    Wxp = packed_input_weight(&n, X)
-    cdef void *Sp = data(S)
-    if is_float32(X):
-        with nogil:
-            net_forward(&n, <float *> Sp)
-    else:
-        with nogil:
-            net_forward(&n, <double *> Sp)
-    return S
+    return run_forward(&n, X, True)
 
 
 def forward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s,
@@ -253,17 +242,24 @@ def forward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_
     cdef Net n = make_net(X, h0, W_x, W_s, b, activation, lengths)
     n.reverse = reverse
     n.packed = n.packed and n.N > 1             # training: GEMV at N = 1, as loss_and_grad
+    return (run_forward(&n, X, False),), ()
+
+
+cdef cnp.ndarray run_forward(Net *n, cnp.ndarray X, bint predicting):
+    """S: the forward pass of n into a new array; predicting: W_x packed as well, so that
+    every row is computed alike whatever the batch."""
     cdef cnp.ndarray S = np.empty((n.N, n.T, n.H), dtype=X.dtype)
-    Wp = np.empty(packed_shapes(&n, X)[0], X.dtype)
-    use_packed(&n, Wp, Wp)
+    Wp = np.empty(packed_shapes(n, X)[0], X.dtype)
+    use_packed(n, Wp, Wp)
+    Wxp = packed_input_weight(n, X) if predicting else None
     cdef void *Sp = data(S)
     if is_float32(X):
         with nogil:
-            net_forward(&n, <float *> Sp)
+            net_forward(n, <float *> Sp)
     else:
         with nogil:
-            net_forward(&n, <double *> Sp)
-    return (S,), ()
+            net_forward(n, <double *> Sp)
+    return S
 
 
 def backward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s,

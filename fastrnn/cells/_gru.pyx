@@ -316,22 +316,7 @@ def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp
     recur_forward)."""
     cdef Net n = make_net(X, h0, W_x, W_s, b, b_s, lengths)
     n.reverse = reverse
-    dt = X.dtype
-    cdef int N = n.N, T = n.T, H = n.H
-    cdef cnp.ndarray Hs = np.empty((N, T, H), dt)
-    A, Sn, R = np.empty((N, T, 3 * H), dt), np.empty((N, T, H), dt), np.empty((N, 3 * H), dt)
-    Wp = np.empty(packed_shapes(&n, X)[0], dt)
-    n.A, n.Sn, n.R = data(A), data(Sn), data(R)
-    use_packed(&n, Wp, Wp, Wp)
-    Wxp = packed_input_weight(&n, X)
-    cdef void *Hp = data(Hs)
-    if is_float32(X):
-        with nogil:
-            net_forward(&n, <const float *> Hp, <float *> Hp)
-    else:
-        with nogil:
-            net_forward(&n, <const double *> Hp, <double *> Hp)
-    return Hs
+    return run_forward(&n, X, True)[0]
 
 
 def forward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s,
@@ -342,21 +327,29 @@ def forward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_
     cdef Net n = make_net(X, h0, W_x, W_s, b, b_s, lengths)
     n.reverse = reverse
     n.packed = n.packed and n.N > 1             # training: GEMV at N = 1, as loss_and_grad
+    Hs, A, Sn = run_forward(&n, X, False)
+    return (Hs,), (A, Sn)
+
+
+cdef tuple run_forward(Net *n, cnp.ndarray X, bint predicting):
+    """(Hs, A, Sn): the forward pass of n into new arrays; predicting: W_x packed as well,
+    so that every row is computed alike whatever the batch."""
     dt = X.dtype
     cdef int N = n.N, T = n.T, H = n.H
     cdef cnp.ndarray Hs = np.empty((N, T, H), dt)
     A, Sn, R = np.empty((N, T, 3 * H), dt), np.empty((N, T, H), dt), np.empty((N, 3 * H), dt)
-    Wp = np.empty(packed_shapes(&n, X)[0], dt)
+    Wp = np.empty(packed_shapes(n, X)[0], dt)
     n.A, n.Sn, n.R = data(A), data(Sn), data(R)
-    use_packed(&n, Wp, Wp, Wp)
+    use_packed(n, Wp, Wp, Wp)
+    Wxp = packed_input_weight(n, X) if predicting else None
     cdef void *Hp = data(Hs)
     if is_float32(X):
         with nogil:
-            net_forward(&n, <const float *> Hp, <float *> Hp)
+            net_forward(n, <const float *> Hp, <float *> Hp)
     else:
         with nogil:
-            net_forward(&n, <const double *> Hp, <double *> Hp)
-    return (Hs,), (A, Sn)
+            net_forward(n, <const double *> Hp, <double *> Hp)
+    return Hs, A, Sn
 
 
 def backward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s,

@@ -321,21 +321,7 @@ def forward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x, cnp.
     backwards in time (see recur_forward)."""
     cdef Net n = make_net(X, h0, c0, W_x, W_s, b, forget_gate, lengths)
     n.reverse = reverse
-    dt = X.dtype
-    cdef cnp.ndarray Hs = np.empty((n.N, n.T, n.H), dt)
-    Cs, Z = np.empty((n.N, n.T, n.H), dt), np.empty((n.N, n.T, 4 * n.H), dt)
-    Wp = np.empty(packed_shapes(&n, X)[0], dt)
-    n.Cs, n.Z = data(Cs), data(Z)
-    use_packed(&n, Wp, Wp)
-    Wxp = packed_input_weight(&n, X)
-    cdef void *Hp = data(Hs)
-    if is_float32(X):
-        with nogil:
-            net_forward(&n, <float *> Hp, True)
-    else:
-        with nogil:
-            net_forward(&n, <double *> Hp, True)
-    return Hs, Cs
+    return run_forward(&n, X, True)[:2]
 
 
 def forward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x,
@@ -346,20 +332,28 @@ def forward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x
     cdef Net n = make_net(X, h0, c0, W_x, W_s, b, forget_gate, lengths)
     n.reverse = reverse
     n.packed = n.packed and n.N > 1             # training: GEMV at N = 1, as loss_and_grad
+    Hs, Cs, Z = run_forward(&n, X, False)
+    return (Hs, Cs), (Z,)
+
+
+cdef tuple run_forward(Net *n, cnp.ndarray X, bint predicting):
+    """(Hs, Cs, Z): the forward pass of n into new arrays; predicting: W_x packed as well,
+    so that every row is computed alike whatever the batch."""
     dt = X.dtype
     cdef cnp.ndarray Hs = np.empty((n.N, n.T, n.H), dt)
     Cs, Z = np.empty((n.N, n.T, n.H), dt), np.empty((n.N, n.T, 4 * n.H), dt)
-    Wp = np.empty(packed_shapes(&n, X)[0], dt)
+    Wp = np.empty(packed_shapes(n, X)[0], dt)
     n.Cs, n.Z = data(Cs), data(Z)
-    use_packed(&n, Wp, Wp)
+    use_packed(n, Wp, Wp)
+    Wxp = packed_input_weight(n, X) if predicting else None
     cdef void *Hp = data(Hs)
     if is_float32(X):
         with nogil:
-            net_forward(&n, <float *> Hp, True)
+            net_forward(n, <float *> Hp, True)
     else:
         with nogil:
-            net_forward(&n, <double *> Hp, True)
-    return (Hs, Cs), (Z,)
+            net_forward(n, <double *> Hp, True)
+    return Hs, Cs, Z
 
 
 def backward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x,
