@@ -9,6 +9,7 @@ pure-NumPy reference with the same signatures.
 """
 from ._version import __version__
 from .activations import ACTIVATIONS
+from ._threads import threads
 from .functional import (cell_backward, cell_forward, cell_loss_and_grad, cell_predict,
                          elman_backward, elman_forward, elman_loss_and_grad, elman_predict,
                          get_backend, stack_loss_and_grad, stack_predict)
@@ -22,5 +23,5 @@ __all__ = ["ACTIVATIONS", "Callback", "EarlyStopping", "ElmanRNN", "GRU", "Histo
            "ModelCheckpoint", "RecurrentModel", "cell_backward", "cell_forward", "cell_loss_and_grad",
            "cell_predict", "elman_backward", "elman_forward", "elman_loss_and_grad", "elman_predict",
            "from_torch_state_dict", "get_backend", "load", "read_metadata", "save",
-           "stack_loss_and_grad", "stack_predict",
+           "stack_loss_and_grad", "stack_predict", "threads",
            "to_torch_state_dict", "__version__"]

@@ -1,5 +1,13 @@
-"""How many threads the BLAS behind scipy.linalg.cython_blas (the one the Cython core
-calls) will use, cheaply enough to ask on every call (~1 us after the first)."""
+"""Threads: how many the BLAS behind scipy.linalg.cython_blas (the one the Cython core calls)
+will use, cheaply enough to ask on every call (~1 us after the first), and how many threads
+a compiled recurrence splits its batch across."""
+import contextlib
+import ctypes
+import os
+import contextvars
+import threading
+
+import numpy as np
 import threadpoolctl
 
 _controllers = None
@@ -18,9 +26,37 @@ def _scipy_blas_controllers():
     return _controllers
 
 
+def _native(controller):
+    """(get, set) thread-count functions of one BLAS: OpenBLAS's own C entry points through
+    ctypes when it has them (~0.2 us a call, against ~3 us through threadpoolctl, which
+    matters on every split call), else threadpoolctl's methods."""
+    lib = getattr(controller, "dynlib", None)
+    if controller.internal_api == "openblas" and lib is not None and \
+            getattr(controller, "threading_layer", None) != "openmp":
+        for prefix in ("", "scipy_"):
+            for suffix in ("", "64_", "_64"):
+                name = f"{prefix}openblas_%s_num_threads{suffix}"
+                if hasattr(lib, name % "get") and hasattr(lib, name % "set"):
+                    get, set_ = getattr(lib, name % "get"), getattr(lib, name % "set")
+                    get.restype, get.argtypes = ctypes.c_int, []
+                    set_.restype, set_.argtypes = None, [ctypes.c_int]
+                    return get, set_
+    return controller.get_num_threads, controller.set_num_threads
+
+
+_functions = None
+
+
+def _blas_functions():
+    global _functions
+    if _functions is None:
+        _functions = [_native(c) for c in _scipy_blas_controllers()]
+    return _functions
+
+
 def scipy_blas_threads():
     """Current thread count of SciPy's BLAS (the largest, if several are candidates)."""
-    return max((c.get_num_threads() or 1 for c in _scipy_blas_controllers()), default=1)
+    return max((get() or 1 for get, _ in _blas_functions()), default=1)
 
 
 # Per-step products below this many multiply-adds (batch * G*H * H) gain nothing from a second
@@ -37,3 +73,114 @@ def packed_products(N, gates, H):
     has one thread. The kernel sums every row alike, so a sequence's result does not depend
     on the batch around it (a batch of one included)."""
     return N * gates * H * H < SINGLE_THREAD_WORK or scipy_blas_threads() == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Splitting a batch across threads. The sequences of a batch never interact inside a
+# recurrence, so each thread runs its own rows' whole time loop (forward, then backward) on
+# the single-threaded packed kernel, with no synchronisation per step; the merged weight
+# gradients are then split by output columns. The cells ask batch_threads() how many threads a
+# call gets; threads(k) (the `threads=` argument of fit and the functional layer) caps it, and
+# so does threadpoolctl's limit on SciPy's BLAS when no cap is given.
+
+# Below this many multiply-adds per call (N * T * G*H * (I + H), the forward pass) a second
+# thread's start-up (a few microseconds) is not worth it.
+SPLIT_WORK = 1 << 19
+
+_cap = contextvars.ContextVar("fastrnn_threads", default=None)
+
+
+def check_threads(threads):
+    """threads, validated: None (no cap of its own) or a positive int."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be None or a positive integer, got {threads!r}")
+    return int(threads)
+
+
+@contextlib.contextmanager
+def threads(count):
+    """Within this context, the compiled cells split a batch across at most `count`
+    threads (None: as many as SciPy's BLAS may use, threadpoolctl's limit included)."""
+    token = _cap.set(check_threads(count))
+    try:
+        yield
+    finally:
+        _cap.reset(token)
+
+
+def thread_cap():
+    """The current cap: the innermost threads(k), else SciPy's BLAS thread count."""
+    cap = _cap.get()
+    return scipy_blas_threads() if cap is None else cap
+
+
+# GNU OpenMP (libgomp) is not fork-safe: a child forked after the parent ran a parallel region
+# hangs in its first one (its team's threads were not copied). So a process forked after a
+# split call runs every call on one thread (multiprocessing's "fork" workers, which are
+# parallel by themselves anyway); "spawn" and "forkserver" children start fresh and split.
+_team_started = False
+_forked_after_team = False
+
+
+def _after_fork_in_child():
+    global _forked_after_team
+    _forked_after_team = _forked_after_team or _team_started
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def batch_threads(N, work):
+    """Threads for one call of a recurrence over a batch of N sequences and `work`
+    multiply-adds: 1 for small calls, else the cap, at most one per sequence."""
+    global _team_started
+    if N < 2 or work < SPLIT_WORK or _forked_after_team:
+        return 1
+    k = max(1, min(thread_cap(), N))
+    if k > 1:
+        _team_started = True
+    return k
+
+
+# While the batch is split, SciPy's BLAS must run on one thread: the threads call it at once
+# for their rows (a multi-threaded BLAS would oversubscribe the cores and serialise the calls).
+# Counted, so that concurrent callers (Python threads, Dask workers) restore it exactly once.
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved = []
+
+
+class _OneBlasThread:
+    __slots__ = ()
+
+    def __enter__(self):
+        global _blas_users, _blas_saved
+        with _blas_lock:
+            if _blas_users == 0:
+                _blas_saved = [(set_, get()) for get, set_ in _blas_functions()]
+                for set_, n in _blas_saved:
+                    if n != 1:
+                        set_(1)
+            _blas_users += 1
+
+    def __exit__(self, *exc):
+        global _blas_users
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for set_, n in _blas_saved:
+                    if n != 1:
+                        set_(n)
+        return False
+
+
+_one_blas_thread = _OneBlasThread()
+_no_change = contextlib.nullcontext()
+
+
+def one_blas_thread(threads):
+    """Context for a call split across `threads` threads: SciPy's BLAS on one thread
+    meanwhile (a no-op for threads == 1)."""
+    return _one_blas_thread if threads > 1 else _no_change

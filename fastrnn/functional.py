@@ -19,9 +19,32 @@ Variable-length batches: lengths (N,) integers in [1, T] (None: every sequence h
 steps). Sequence n ends after lengths[n] steps; at later steps its state stays as it was
 (so S[:, -1] is every sequence's last valid state), nothing is scored and no gradient flows.
 No sorting or packing: the cost is that of the padded batch.
+
+Threads: every function takes threads=None, a cap on the threads a compiled call splits its
+batch across (each thread runs its own sequences' recurrence; None: as many as SciPy's BLAS
+may use, so threadpoolctl's limits apply; 1: one thread). Results at a given thread count are
+the same run to run. The NumPy backend ignores it.
 """
-from . import _validate, stack
+import functools
+import inspect
+
+from . import _threads, _validate, stack
 from .cells import ELMAN, get_cell
+
+
+def _threads_argument(fn):
+    """fn with the keyword argument threads=None (see the module docstring)."""
+    @functools.wraps(fn)
+    def with_threads(*args, threads=None, **kwargs):
+        if threads is None:
+            return fn(*args, **kwargs)
+        with _threads.threads(threads):
+            return fn(*args, **kwargs)
+    sig = inspect.signature(fn)
+    with_threads.__signature__ = sig.replace(parameters=[
+        *sig.parameters.values(),
+        inspect.Parameter("threads", inspect.Parameter.KEYWORD_ONLY, default=None)])
+    return with_threads
 
 
 def get_backend(backend, cell="elman"):
@@ -38,6 +61,7 @@ def _options(cell, options):
                                                                             options))
 
 
+@_threads_argument
 def cell_forward(cell, X, state0, weights, options=(), backend="cython", lengths=None):
     """The states of the recurrence for inputs X (N, T, I): S (N, T, H) for a cell with one
     state (Elman, GRU), the tuple (H (N, T, H), C (N, T, H)) for the LSTM."""
@@ -52,6 +76,7 @@ def cell_forward(cell, X, state0, weights, options=(), backend="cython", lengths
     return be.forward(X, *state0, *weights, *options, lengths)
 
 
+@_threads_argument
 def cell_backward(cell, X, state0, weights, states, dstates, options=(), backend="cython",
                   lengths=None):
     """Backpropagation through time given the forward states (a tuple in the order of
@@ -84,6 +109,7 @@ def _state_arg_names(cell, prefix):
     return tuple(prefix[:-1] + s.upper() for s in cell.states)
 
 
+@_threads_argument
 def cell_predict(cell, X, state0, weights, W_y, b_y, options=(), output="linear",
                  backend="cython", lengths=None):
     """(Y, S): outputs Y (N, T, O) = S W_y + b_y (softmax of it if output="softmax") and the
@@ -100,6 +126,7 @@ def cell_predict(cell, X, state0, weights, W_y, b_y, options=(), output="linear"
     return be.predict(X, *state0, *weights, W_y, b_y, *options, output, lengths)
 
 
+@_threads_argument
 def cell_loss_and_grad(cell, X, Y, state0, weights, W_y, b_y, options=(), output="linear",
                        target="sequence", backend="cython", input_grads=False, lengths=None,
                        return_state=False, state_grad_norms=False, sample_weight=None):
@@ -143,6 +170,7 @@ def cell_loss_and_grad(cell, X, Y, state0, weights, W_y, b_y, options=(), output
 # The Elman cell's functions, with its weights (W_x (I, H), W_s (H, H), b (H,)) and its
 # initial state h0 (N, H) as separate arguments.
 
+@_threads_argument
 def elman_forward(X, h0, W_x, W_s, b, activation="tanh", backend="cython", lengths=None):
     """States S (N, T, H) of s_t = phi(x_t W_x + s_{t-1} W_s + b), s_{-1} = h0.
 
@@ -151,6 +179,7 @@ def elman_forward(X, h0, W_x, W_s, b, activation="tanh", backend="cython", lengt
     return cell_forward(ELMAN, X, (h0,), (W_x, W_s, b), (activation,), backend, lengths)
 
 
+@_threads_argument
 def elman_backward(X, h0, W_x, W_s, b, S, dS, activation="tanh", backend="cython",
                    lengths=None):
     """Backpropagation through time.
@@ -164,6 +193,7 @@ def elman_backward(X, h0, W_x, W_s, b, S, dS, activation="tanh", backend="cython
                          lengths)
 
 
+@_threads_argument
 def elman_predict(X, h0, W_x, W_s, b, W_y, b_y, activation="tanh", output="linear",
                   backend="cython", lengths=None):
     """(Y, S): outputs Y (N, T, O) = S W_y + b_y (softmax of it if output="softmax") and
@@ -172,6 +202,7 @@ def elman_predict(X, h0, W_x, W_s, b, W_y, b_y, activation="tanh", output="linea
                         backend, lengths)
 
 
+@_threads_argument
 def elman_loss_and_grad(X, Y, h0, W_x, W_s, b, W_y, b_y, activation="tanh", output="linear",
                         target="sequence", backend="cython", input_grads=False,
                         lengths=None, return_state=False, state_grad_norms=False):
@@ -214,6 +245,7 @@ def _head_backend(backend):
     return _head
 
 
+@_threads_argument
 def stack_predict(cell, X, state0, weights, W_y, b_y, options=(), output="linear",
                   bidirectional=False, backend="cython", lengths=None):
     """(Y, S, state) of an L-layer network, D = 2 directions if bidirectional: outputs Y
@@ -231,6 +263,7 @@ def stack_predict(cell, X, state0, weights, W_y, b_y, options=(), output="linear
     return stack.predict(be, hd, X, state0, weights, W_y, b_y, options, output, lengths, D)
 
 
+@_threads_argument
 def stack_loss_and_grad(cell, X, Y, state0, weights, W_y, b_y, options=(), output="linear",
                         target="sequence", bidirectional=False, backend="cython",
                         input_grads=False, lengths=None, return_state=False,

@@ -375,7 +375,7 @@ class RecurrentModel:
             clip_norm=5.0, clip_value=None, tbptt=None, lengths=None, target="sequence",
             validation_data=None, callbacks=(), shuffle=True, progress=None,
             max_bad_steps=10, seed=None, weight_decay=None, decay_biases=False,
-            sample_weight=None, lr_schedule=None):
+            sample_weight=None, lr_schedule=None, threads=None):
         """Train on X (N, T, I) and targets Y (as for loss_and_grad); returns a History.
 
         optimizer: "sgd", "adagrad", "rmsprop", "adam", "adamw", or fastrnn.optim.Optimizer
@@ -398,7 +398,10 @@ class RecurrentModel:
         (ValueError: pass them to its constructor). sample_weight (N,): each sequence's
         weight in the loss (every step's loss is the weighted mean over its batch; a batch
         whose weights are all 0 is skipped). Dropout (the model's dropout > 0, several
-        layers) draws its masks from a stream seeded by seed as well.
+        layers) draws its masks from a stream seeded by seed as well. threads: at most this
+        many threads split each batch (None: as many as SciPy's BLAS may use, so
+        threadpoolctl's limits apply); the same seed and thread count give bit-identical
+        weights.
         """
         from .train import fit
         return fit(self, X, Y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
@@ -407,7 +410,7 @@ class RecurrentModel:
                    callbacks=callbacks, shuffle=shuffle, progress=progress,
                    max_bad_steps=max_bad_steps, seed=seed, weight_decay=weight_decay,
                    decay_biases=decay_biases, sample_weight=sample_weight,
-                   lr_schedule=lr_schedule)
+                   lr_schedule=lr_schedule, threads=threads)
 
     def save(self, path, metadata=None):
         """Write the model to path (.npz of the parameters with JSON metadata), atomically:

@@ -22,6 +22,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from . import _validate, head
+from . import _threads
 from ._threads import SINGLE_THREAD_WORK
 from .optim import (CosineLR, Optimizer, clip_by_global_norm, clip_by_value, global_norm,
                     make_optimizer)
@@ -354,8 +355,9 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
         lr_schedule=None, clip_norm=5.0, clip_value=None, tbptt=None, lengths=None,
         target="sequence", validation_data=None, callbacks=(), shuffle=True, progress=None,
         max_bad_steps=10, seed=None, weight_decay=None, decay_biases=False,
-        sample_weight=None):
+        sample_weight=None, threads=None):
     """Train model on X (N, T, I) and targets Y; returns a History. See ElmanRNN.fit."""
+    threads = _threads.check_threads(threads)
     epochs = _validate.positive_int(epochs, "epochs")
     batch_size = _validate.positive_int(batch_size, "batch_size")
     max_bad_steps = _validate.positive_int(max_bad_steps, "max_bad_steps")
@@ -399,8 +401,12 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
     for cb in callbacks:
         cb.on_train_begin(model, history)
     report = _Progress(progress, epochs, N)
-    threads = blas_threads(min(batch_size, N), model.hidden_size, model.cell.n_gates)
-    threads.__enter__()
+    # the cap on batch splitting, read before BLAS is pinned below (the pin is about BLAS's own
+    # threads, which a split call does not use)
+    split = _threads.threads(threads if threads is not None else _threads.thread_cap())
+    split.__enter__()
+    blas = blas_threads(min(batch_size, N), model.hidden_size, model.cell.n_gates)
+    blas.__enter__()
     try:
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
@@ -465,7 +471,8 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
                 history.stopped_early = True
                 break
     finally:
-        threads.__exit__(None, None, None)
+        blas.__exit__(None, None, None)
+        split.__exit__(None, None, None)
         report.close()
     for cb in callbacks:
         cb.on_train_end(model, history)

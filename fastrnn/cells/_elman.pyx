@@ -19,6 +19,7 @@ import numpy as np
 
 cimport numpy as cnp
 from cython cimport floating
+from cython.parallel cimport prange
 from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memcpy, memset
 
@@ -26,10 +27,12 @@ from fastrnn._blas cimport gemm
 from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm, weight_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
 from fastrnn._kernels cimport act_grad, bias_act, colsum
-from fastrnn.cells._recurrence cimport first_ld, first_rows, prev_state_gemm, row_norms
+from fastrnn.cells._recurrence cimport (add_partials, first_ld, first_rows, part,
+                                        prev_state_gemm, row_norms)
 
 from fastrnn._head import release_workspace, workspace
-from fastrnn._threads import packed_products
+from fastrnn import _threads      # _threads.batch_threads: looked up per call (tests count it)
+from fastrnn._threads import one_blas_thread, packed_products
 from fastrnn.activations import ACTIVATIONS
 
 cnp.import_array()
@@ -75,24 +78,20 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *W
                            H * sizeof(floating))
 
 
-cdef void recur_backward(const floating *X, const floating *h0, const floating *W_x,
-                         const floating *W_s, const floating *S, floating *G, bint full_dS,
-                         floating *dX, floating *dh0, floating *dW_x, floating *dW_s,
-                         floating *db, floating *D, const StepB *WsT,
+cdef void recur_backward(const floating *S, floating *G, bint full_dS, const StepB *WsT,
                          const int64_t *lengths, double *state_norms,
-                         int N, int T, int I, int H, int act, bint reverse) noexcept nogil:
-    """Backpropagation through time (of recur_forward with the same reverse).
+                         int N, int T, int H, int act, bint reverse) noexcept nogil:
+    """Backpropagation through time (of recur_forward with the same reverse): the time loop.
 
     On entry G (N, T, H) holds dLoss/dS from the output layer: at every step if full_dS,
     else only at the last step (G[:, :T-1] is then scratch, never read). On exit G holds
-    dA_t = dLoss/d(pre-activation of step t). dX (N, T, I) and dh0 (N, H) may be NULL (not
-    wanted). D is an (N, H) scratch buffer. WsT: W_s^T as the per-step products take it
+    dA_t = dLoss/d(pre-activation of step t). WsT: W_s^T as the per-step products take it
     (packed, or for BLAS). lengths as in recur_forward: dA is zero at padding (its carried
     states get no gradient: nothing there is scored). state_norms (N, T) or NULL: receives
     ||dLoss/dS[n, t]||, the full gradient reaching each state (what the vanishing-gradient
-    diagnostics plot), read off on the way.
+    diagnostics plot), read off on the way. The weight gradients follow (weight_grads).
     """
-    cdef int NT = N * T, TH = T * H
+    cdef int TH = T * H
     cdef int p, t, step = -1 if reverse else 1
     cdef Py_ssize_t n                   # element offsets may exceed 2**31
     cdef floating beta = 1 if full_dS else 0
@@ -111,20 +110,19 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
                 if t >= lengths[n]:
                     memset(G + n * <Py_ssize_t> TH + t * H, 0, H * sizeof(floating))
 
-    # Weight gradients: one GEMM over all N*T rows each (the "merged" form).
+
+cdef void weight_grads(const floating *X, const floating *h0, const floating *S, floating *G,
+                       floating *dW_x, floating *dW_s, floating *db, floating *D, int N, int T,
+                       int I, int H, bint reverse) noexcept nogil:
+    """The weight gradients, given dA = G (N, T, H) from recur_backward: one GEMM over all
+    N*T rows each (the "merged" form). D (N, H) is scratch."""
+    cdef int NT = N * T
     # dW_x (I, H) = X^T (I, N*T) @ dA (N*T, H)
     weight_gemm(I, H, NT, X, I, G, H, 0, dW_x, H)
     # db (H,) = dA.sum over all rows
     colsum(G, NT, H, H, db)
     # dW_s (H, H) = sum_t S_prev(t)^T (H, N) @ dA[:, t] (N, H), S_prev of the first step = h0
     prev_state_gemm(S, h0, G, H, D, dW_s, H, N, T, H, H, reverse)
-    if dh0 != NULL:
-        # dh0 (N, H) = dA at each sequence's first step (N, H) @ W_s^T
-        gemm(False, True, N, H, H, 1, first_rows(G, H, H, D, lengths, N, T, reverse),
-             first_ld(H, H, T, lengths, reverse), W_s, H, 0, dh0, H)
-    if dX != NULL:
-        # dX (N*T, I) = dA (N*T, H) @ W_x^T (H, I)
-        gemm(False, True, NT, I, H, 1, G, H, W_x, H, 0, dX, I)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,6 +148,8 @@ ctypedef struct Net:
     double *state_norms # (N, T) ||dLoss/dS[n, t]||, or NULL
     bint packed         # pack W_s for the per-step products (several rows, 1 BLAS thread)
     bint reverse        # the recurrence runs backwards in time (see recur_forward)
+    int threads         # the batch is split across this many threads (fastrnn._threads)
+    void *partials      # threads > 1: (threads - 1, I*H + H*H + H) the parts' [dW_x|dW_s|db]
     void *dX            # (N, T, I) or NULL
     void *dh0           # (N, H) or NULL
     void *dW_x
@@ -163,19 +163,77 @@ cdef void net_forward(Net *n, floating *S) noexcept nogil:
     step_b(&n.Ws, <const floating *> n.W_s, n.H, n.H, n.H, False, n.Wp)
     # W_x (I, H) for the input projection: packed when predicting, else BLAS
     step_b(&n.Wx, <const floating *> n.W_x, n.H, n.In, n.H, False, n.Wxp)
-    recur_forward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.W_x,
-                  <const floating *> n.W_s, <const floating *> n.b, S, n.lengths, &n.Wx,
-                  &n.Ws, n.N, n.T, n.In, n.H, n.act, n.reverse)
+    cdef int c
+    if n.threads <= 1:
+        forward_part(n, S, 1, 0)
+    else:                               # each thread its own sequences, start to end
+        for c in prange(n.threads, num_threads=n.threads, schedule="static", chunksize=1):
+            forward_part(n, S, n.threads, c)
+
+
+cdef void forward_part(Net *n, floating *S, int parts, int c) noexcept nogil:
+    """recur_forward on part c of the batch (its sequences never meet the others)."""
+    cdef Py_ssize_t r0 = part(n.N, parts, c, 1), r1 = part(n.N, parts, c + 1, 1)
+    cdef Py_ssize_t T = n.T, H = n.H
+    recur_forward(<const floating *> n.X + r0 * T * n.In, <const floating *> n.h0 + r0 * H,
+                  <const floating *> n.W_x, <const floating *> n.W_s, <const floating *> n.b,
+                  S + r0 * T * H, n.lengths + r0 if n.lengths != NULL else NULL, &n.Wx,
+                  &n.Ws, r1 - r0, n.T, n.In, n.H, n.act, n.reverse)
 
 
 cdef void net_backward(Net *n, const floating *S, bint full_dS) noexcept nogil:
     # W_s^T (H, H), packed from W_s once (or read transposed by BLAS)
     step_b(&n.WsT, <const floating *> n.W_s, n.H, n.H, n.H, True, n.WpT)
-    recur_backward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.W_x,
-                   <const floating *> n.W_s, S, <floating *> n.G, full_dS,
-                   <floating *> n.dX, <floating *> n.dh0, <floating *> n.dW_x,
-                   <floating *> n.dW_s, <floating *> n.db, <floating *> n.D,
-                   &n.WsT, n.lengths, n.state_norms, n.N, n.T, n.In, n.H, n.act, n.reverse)
+    cdef floating *G = <floating *> n.G
+    cdef int c
+    if n.threads <= 1:
+        backward_part(n, S, full_dS, 1, 0)
+    else:
+        # each thread its own sequences: their time loop, dX rows and weight gradients
+        for c in prange(n.threads, num_threads=n.threads, schedule="static", chunksize=1):
+            backward_part(n, S, full_dS, n.threads, c)
+        sum_partials(n, <floating *> n.dW_x)   # the other threads' shares
+    if n.dh0 != NULL:
+        # dh0 (N, H) = dA at each sequence's first step (N, H) @ W_s^T
+        gemm(False, True, n.N, n.H, n.H, 1,
+             first_rows(G, n.H, n.H, <floating *> n.D, n.lengths, n.N, n.T, n.reverse),
+             first_ld(n.H, n.H, n.T, n.lengths, n.reverse), <const floating *> n.W_s, n.H, 0,
+             <floating *> n.dh0, n.H)
+
+
+cdef void sum_partials(Net *n, floating *dW_x) noexcept nogil:
+    """dW_x, dW_s, db += the other parts' shares (n.partials)."""
+    cdef Py_ssize_t I = n.In, H = n.H, size = I * H + H * H + H
+    cdef const floating *P = <const floating *> n.partials
+    add_partials(dW_x, P, n.threads - 1, I * H, size)
+    add_partials(<floating *> n.dW_s, P + I * H, n.threads - 1, H * H, size)
+    add_partials(<floating *> n.db, P + I * H + H * H, n.threads - 1, H, size)
+
+
+cdef void backward_part(Net *n, const floating *S, bint full_dS, int parts,
+                        int c) noexcept nogil:
+    """recur_backward on part c of the batch, then its rows of dX and its share of the
+    weight gradients (part 0 into the gradients, part c > 0 into partials block c-1)."""
+    cdef Py_ssize_t r0 = part(n.N, parts, c, 1), r1 = part(n.N, parts, c + 1, 1)
+    cdef Py_ssize_t T = n.T, H = n.H, I = n.In
+    cdef floating *G = <floating *> n.G + r0 * T * H
+    cdef floating *dW_x = <floating *> n.dW_x
+    cdef floating *dW_s = <floating *> n.dW_s
+    cdef floating *db = <floating *> n.db
+    if c > 0:                           # [dW_x | dW_s | db] of part c, summed in afterwards
+        dW_x = <floating *> n.partials + (c - 1) * (I * H + H * H + H)
+        dW_s, db = dW_x + I * H, dW_x + I * H + H * H
+    recur_backward(S + r0 * T * H, G, full_dS, &n.WsT,
+                   n.lengths + r0 if n.lengths != NULL else NULL,
+                   n.state_norms + r0 * T if n.state_norms != NULL else NULL,
+                   r1 - r0, n.T, n.H, n.act, n.reverse)
+    if n.dX != NULL:
+        # dX (rows*T, I) = dA (rows*T, H) @ W_x^T (H, I)
+        gemm(False, True, (r1 - r0) * n.T, n.In, n.H, 1, G, n.H, <const floating *> n.W_x,
+             n.H, 0, <floating *> n.dX + r0 * T * I, n.In)
+    weight_grads(<const floating *> n.X + r0 * T * I, <const floating *> n.h0 + r0 * H,
+                 S + r0 * T * H, G, dW_x, dW_s, db, <floating *> n.D + r0 * H, r1 - r0, n.T,
+                 n.In, n.H, n.reverse)
 
 
 cdef double net_loss_and_grad(Net *n, floating *S) noexcept nogil:
@@ -196,7 +254,9 @@ cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_
     n.act = ACTIVATIONS.index(activation)
     if lengths is not None:
         n.lengths = <const int64_t *> data(lengths)
-    n.packed = packed_products(n.N, 1, n.H)
+    n.threads = _threads.batch_threads(n.N, <double> n.N * n.T * n.H * (n.In + n.H))
+    # split: every thread's per-step products on the packed kernel
+    n.packed = n.threads > 1 or packed_products(n.N, 1, n.H)
     return n
 
 
@@ -211,6 +271,16 @@ cdef tuple packed_shapes(Net *n, cnp.ndarray X):
 cdef void use_packed(Net *n, cnp.ndarray Wp, cnp.ndarray WpT):
     """Point n at the packed-operand buffers (or at nothing, when BLAS takes the products)."""
     n.Wp, n.WpT = (data(Wp), data(WpT)) if n.packed else (NULL, NULL)
+
+
+cdef object use_partials(Net *n, dt):
+    """A buffer for the weight-gradient shares of a split call's other threads, with n
+    pointing at it (None when the call is not split)."""
+    if n.threads <= 1:
+        return None
+    partials = np.empty((n.threads - 1) * (n.In * n.H + n.H * n.H + n.H), dt)
+    n.partials = data(partials)
+    return partials
 
 
 cdef cnp.ndarray packed_input_weight(Net *n, cnp.ndarray X):
@@ -253,12 +323,13 @@ cdef cnp.ndarray run_forward(Net *n, cnp.ndarray X, bint predicting):
     use_packed(n, Wp, Wp)
     Wxp = packed_input_weight(n, X) if predicting else None
     cdef void *Sp = data(S)
-    if is_float32(X):
-        with nogil:
-            net_forward(n, <float *> Sp)
-    else:
-        with nogil:
-            net_forward(n, <double *> Sp)
+    with one_blas_thread(n.threads):
+        if is_float32(X):
+            with nogil:
+                net_forward(n, <float *> Sp)
+        else:
+            with nogil:
+                net_forward(n, <double *> Sp)
     return S
 
 
@@ -279,16 +350,18 @@ def backward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W
     n.G, n.D = data(dS), data(D)
     use_packed(&n, WpT, WpT)
     n.dW_x, n.dW_s, n.db = data(grads["W_x"]), data(grads["W_s"]), data(grads["b"])
+    partials = use_partials(&n, dt)
     if input_grads:
         grads["X"], grads["h0"] = np.empty_like(X), np.empty((n.N, n.H), dt)
         n.dX, n.dh0 = data(grads["X"]), data(grads["h0"])
     cdef void *Sp = data(S)
-    if is_float32(X):
-        with nogil:
-            net_backward(&n, <const float *> Sp, True)
-    else:
-        with nogil:
-            net_backward(&n, <const double *> Sp, True)
+    with one_blas_thread(n.threads):
+        if is_float32(X):
+            with nogil:
+                net_backward(&n, <const float *> Sp, True)
+        else:
+            with nogil:
+                net_backward(&n, <const double *> Sp, True)
     return grads
 
 
@@ -304,14 +377,15 @@ def predict(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp
     use_packed(&n, Wp, Wp)
     Wxp = packed_input_weight(&n, X)
     cdef void *Sp = data(S)
-    if is_float32(X):
-        with nogil:
-            net_forward(&n, <float *> Sp)
-            head_predict(&n.head, <const float *> Sp, n.N * n.T, n.H)
-    else:
-        with nogil:
-            net_forward(&n, <double *> Sp)
-            head_predict(&n.head, <const double *> Sp, n.N * n.T, n.H)
+    with one_blas_thread(n.threads):
+        if is_float32(X):
+            with nogil:
+                net_forward(&n, <float *> Sp)
+                head_predict(&n.head, <const float *> Sp, n.N * n.T, n.H)
+        else:
+            with nogil:
+                net_forward(&n, <double *> Sp)
+                head_predict(&n.head, <const double *> Sp, n.N * n.T, n.H)
     return Y, S
 
 
@@ -330,13 +404,15 @@ def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cn
     use_packed(&n, WpT, WpT)
     n.dX, n.dh0, n.dW_x = data(grads["X"]), data(grads["h0"]), data(grads["W_x"])
     n.dW_s, n.db = data(grads["W_s"]), data(grads["b"])
+    partials = use_partials(&n, dt)
     cdef void *Sp = data(S)
-    if is_float32(X):
-        with nogil:
-            net_backward(&n, <const float *> Sp, True)
-    else:
-        with nogil:
-            net_backward(&n, <const double *> Sp, True)
+    with one_blas_thread(n.threads):
+        if is_float32(X):
+            with nogil:
+                net_backward(&n, <const float *> Sp, True)
+        else:
+            with nogil:
+                net_backward(&n, <const double *> Sp, True)
     return grads
 
 
@@ -371,6 +447,7 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
     n.G, n.head.Z, n.D = data(G), data(Z), data(D)
     use_packed(&n, Wp, WpT)
     n.dW_x, n.dW_s, n.db = data(grads["W_x"]), data(grads["W_s"]), data(grads["b"])
+    partials = use_partials(&n, dt)
     if input_grads:
         grads["X"], grads["h0"] = np.empty_like(X), np.empty((N, H), dt)
         n.dX, n.dh0 = data(grads["X"]), data(grads["h0"])
@@ -379,12 +456,13 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
         n.state_norms = <double *> data(grads["state_grad_norms"])
     cdef void *Sp = data(S)
     cdef double loss
-    if is_float32(X):
-        with nogil:
-            loss = net_loss_and_grad(&n, <float *> Sp)
-    else:
-        with nogil:
-            loss = net_loss_and_grad(&n, <double *> Sp)
+    with one_blas_thread(n.threads):
+        if is_float32(X):
+            with nogil:
+                loss = net_loss_and_grad(&n, <float *> Sp)
+        else:
+            with nogil:
+                loss = net_loss_and_grad(&n, <double *> Sp)
     if return_state:
         return loss, grads, S[:, T - 1].copy()
     return loss, grads

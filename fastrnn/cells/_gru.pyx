@@ -26,6 +26,7 @@ import numpy as np
 
 cimport numpy as cnp
 from cython cimport floating
+from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
@@ -33,10 +34,12 @@ from fastrnn._blas cimport gemm
 from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm, weight_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
 from fastrnn._kernels cimport colsum
-from fastrnn.cells._recurrence cimport first_ld, first_rows, prev_state_gemm, row_norms
+from fastrnn.cells._recurrence cimport (add_partials, first_ld, first_rows, part,
+                                        prev_state_gemm, row_norms)
 
 from fastrnn._head import release_workspace, workspace
-from fastrnn._threads import packed_products
+from fastrnn import _threads      # _threads.batch_threads: looked up per call (tests count it)
+from fastrnn._threads import one_blas_thread, packed_products
 
 cnp.import_array()
 
@@ -114,32 +117,31 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *W
                            H * sizeof(floating))
 
 
-cdef void recur_backward(const floating *X, const floating *h0, const floating *W_x,
-                         const floating *W_s, const floating *Hs, floating *A, floating *Sn,
-                         floating *dH, bint full_dH, floating *dX, floating *dh0,
-                         floating *dW_x, floating *dW_s, floating *db, floating *db_s,
-                         floating *D, floating *P, const StepB *WsT_rz, const StepB *WsT_n,
-                         const int64_t *lengths, double *state_norms, int N, int T, int I,
-                         int H, bint reverse) noexcept nogil:
-    """Backpropagation through time (of recur_forward with the same reverse).
+cdef void recur_backward(const floating *h0, const floating *Hs, floating *A, floating *Sn,
+                         floating *dH, bint full_dH, floating *dh0, floating *P,
+                         const StepB *WsT_rz, const StepB *WsT_n, const int64_t *lengths,
+                         double *state_norms, int N, int T, int H, bint reverse) noexcept nogil:
+    """Backpropagation through time (of recur_forward with the same reverse): the time loop.
 
     On entry A (N, T, 3H) and Sn (N, T, H) hold the gates and s_n of recur_forward, dH
     (N, T, H) dLoss/dHs from the output layer: at every step if full_dH, else only at the
     last step (dH[:, :T-1] is then scratch). On exit A holds the input side's gradients
-    dza_t = dLoss/da_t, Sn the recurrent side's n block dza_n * r, dH the total dLoss/dh_t.
-    dX (N, T, I) and dh0 (N, H) may be NULL (not wanted). D (N, 3H) and P (N, H) are
-    scratch. WsT_rz, WsT_n: W_s[:, r|z]^T (2H, H) and W_s[:, n]^T (H, H) as the per-step
+    dza_t = dLoss/da_t, Sn the recurrent side's n block dza_n * r, dH the total dLoss/dh_t,
+    and P (N, H) the carry dh * z at the first processed step (part of dLoss/dh0); dh0
+    (N, H) or NULL receives it already where it is taken inside the loop (reverse with
+    lengths). WsT_rz, WsT_n: W_s[:, r|z]^T (2H, H) and W_s[:, n]^T (H, H) as the per-step
     products take them. lengths: past a sequence's end every gradient is zero.
-    state_norms (N, T) or NULL: receives ||dLoss/dh_t||.
+    state_norms (N, T) or NULL: receives ||dLoss/dh_t||. The weight gradients follow
+    (weight_grads).
     """
-    cdef int G3 = 3 * H, H2 = 2 * H, TH = T * H, NT = N * T
+    cdef int G3 = 3 * H, TH = T * H
     cdef int lda = T * G3, ldp, p, t, step = -1 if reverse else 1
     cdef Py_ssize_t n
     cdef floating beta = 1 if full_dH else 0
     cdef const floating *hp
     # with reverse and lengths, a sequence's first processed step (lengths[n] - 1) is not the
     # last one this loop visits: the carry into dh0 is taken there
-    cdef bint dh0_in_loop = reverse and lengths != NULL and dh0 != NULL
+    cdef bint dh0_in_loop = dh0_taken_in_loop(lengths, dh0, reverse)
     memset(P, 0, N * <Py_ssize_t> H * sizeof(floating))
     for p in range(T - 1, -1, -1):
         t = T - 1 - p if reverse else p
@@ -170,7 +172,23 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
                     memset(Sn + n * <Py_ssize_t> TH + t * H, 0, H * sizeof(floating))
                     memset(P + n * H, 0, H * sizeof(floating))
 
-    # Weight gradients: one GEMM over all N*T rows each (the "merged" form).
+
+
+cdef inline bint dh0_taken_in_loop(const int64_t *lengths, const void *dh0,
+                                   bint reverse) noexcept nogil:
+    """Whether recur_backward takes the carry into dh0 inside its loop (reverse with
+    lengths: a sequence's first processed step is lengths[n] - 1, not the last visited)."""
+    return reverse and lengths != NULL and dh0 != NULL
+
+
+cdef void weight_grads(const floating *X, const floating *h0, const floating *Hs,
+                       floating *A, floating *Sn, floating *dW_x, floating *dW_s,
+                       floating *db, floating *db_s, floating *D, int N, int T, int I, int H,
+                       bint reverse) noexcept nogil:
+    """The weight gradients, given dza = A (N, T, 3H) and the recurrent n block
+    dzs_n = Sn (N, T, H) from recur_backward: one GEMM over all N*T rows each (the "merged"
+    form). D (N, 3H) is scratch."""
+    cdef int G3 = 3 * H, H2 = 2 * H, NT = N * T
     # dW_x (I, 3H) = X^T (I, N*T) @ dza (N*T, 3H)
     weight_gemm(I, G3, NT, X, I, A, G3, 0, dW_x, G3)
     # db (3H,) = dza.sum over all rows; db_s = dzs.sum: the same r and z blocks, then Sn's
@@ -181,20 +199,6 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
     prev_state_gemm(Hs, h0, A, G3, D, dW_s, G3, N, T, H, H2, reverse)
     # dW_s[:, n] (H, H) = sum_t h_{t-1}^T (H, N) @ dzs_n_t (N, H)
     prev_state_gemm(Hs, h0, Sn, H, D, dW_s + H2, G3, N, T, H, H, reverse)
-    if dh0 != NULL:
-        # dh0 (N, H) = P + dza[:, first, r|z] (N, 2H) @ W_s[:, r|z]^T
-        #                + dzs_n[:, first] (N, H) @ W_s[:, n]^T,
-        # first: each sequence's first processed step (its rows gathered into D's blocks
-        # when they differ by sequence)
-        if not dh0_in_loop:
-            memcpy(dh0, P, N * <Py_ssize_t> H * sizeof(floating))
-        gemm(False, True, N, H, H2, 1, first_rows(A, G3, G3, D, lengths, N, T, reverse),
-             first_ld(G3, G3, T, lengths, reverse), W_s, G3, 1, dh0, H)
-        gemm(False, True, N, H, H, 1, first_rows(Sn, H, G3, D + H2, lengths, N, T, reverse),
-             first_ld(H, G3, T, lengths, reverse), W_s + H2, G3, 1, dh0, H)
-    if dX != NULL:
-        # dX (N*T, I) = dza (N*T, 3H) @ W_x^T (3H, I)
-        gemm(False, True, NT, I, G3, 1, A, G3, W_x, G3, 0, dX, I)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,6 +227,9 @@ ctypedef struct Net:
     double *state_norms # (N, T) ||dLoss/dh[n, t]||, or NULL
     bint packed         # pack W_s for the per-step products (several rows, 1 BLAS thread)
     bint reverse        # the recurrence runs backwards in time (see recur_forward)
+    int threads         # the batch is split across this many threads (fastrnn._threads)
+    void *partials      # threads > 1: (threads - 1, (I + H + 2) * 3H) the parts'
+                        # [dW_x | dW_s | db | db_s]
     void *dX
     void *dh0
     void *dW_x
@@ -237,24 +244,96 @@ cdef void net_forward(Net *n, const floating *H_in, floating *Hs) noexcept nogil
     step_b(&n.Ws, <const floating *> n.W_s, 3 * n.H, n.H, 3 * n.H, False, n.Wp)
     # W_x (I, 3H) for the input projection: packed when predicting, else BLAS
     step_b(&n.Wx, <const floating *> n.W_x, 3 * n.H, n.In, 3 * n.H, False, n.Wxp)
-    recur_forward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.W_x,
-                  <const floating *> n.W_s, <const floating *> n.b, <const floating *> n.b_s,
-                  H_in, Hs, <floating *> n.A, <floating *> n.Sn, <floating *> n.R,
-                  n.lengths, &n.Wx, &n.Ws, n.N, n.T, n.In, n.H, n.reverse)
+    cdef int c
+    if n.threads <= 1:
+        forward_part(n, H_in, Hs, 1, 0)
+    else:                               # each thread its own sequences, start to end
+        for c in prange(n.threads, num_threads=n.threads, schedule="static", chunksize=1):
+            forward_part(n, H_in, Hs, n.threads, c)
+
+
+cdef void forward_part(Net *n, const floating *H_in, floating *Hs, int parts,
+                       int c) noexcept nogil:
+    """recur_forward on part c of the batch (its sequences never meet the others)."""
+    cdef Py_ssize_t r0 = part(n.N, parts, c, 1), r1 = part(n.N, parts, c + 1, 1)
+    cdef Py_ssize_t T = n.T, H = n.H
+    recur_forward(<const floating *> n.X + r0 * T * n.In, <const floating *> n.h0 + r0 * H,
+                  <const floating *> n.W_x, <const floating *> n.W_s, <const floating *> n.b,
+                  <const floating *> n.b_s, H_in + r0 * T * H, Hs + r0 * T * H,
+                  <floating *> n.A + r0 * T * 3 * H, <floating *> n.Sn + r0 * T * H,
+                  <floating *> n.R + r0 * 3 * H, n.lengths + r0 if n.lengths != NULL else NULL,
+                  &n.Wx, &n.Ws, r1 - r0, n.T, n.In, n.H, n.reverse)
 
 
 cdef void net_backward(Net *n, const floating *Hs, bint full_dH) noexcept nogil:
     cdef const floating *W_s = <const floating *> n.W_s
+    cdef int c, H = n.H, G3 = 3 * n.H, H2 = 2 * n.H
+    cdef floating *D = <floating *> n.D
     # W_s[:, r|z]^T (2H, H) and W_s[:, n]^T (H, H), packed from W_s (H, 3H) once
-    step_b(&n.WsT_rz, W_s, 3 * n.H, 2 * n.H, n.H, True, n.WpT_rz)
-    step_b(&n.WsT_n, W_s + 2 * n.H, 3 * n.H, n.H, n.H, True, n.WpT_n)
-    recur_backward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.W_x,
-                   <const floating *> n.W_s, Hs, <floating *> n.A, <floating *> n.Sn,
-                   <floating *> n.dH, full_dH, <floating *> n.dX, <floating *> n.dh0,
-                   <floating *> n.dW_x, <floating *> n.dW_s, <floating *> n.db,
-                   <floating *> n.db_s, <floating *> n.D, <floating *> n.R,
-                   &n.WsT_rz, &n.WsT_n, n.lengths, n.state_norms, n.N, n.T, n.In, n.H,
-                   n.reverse)
+    step_b(&n.WsT_rz, W_s, G3, H2, H, True, n.WpT_rz)
+    step_b(&n.WsT_n, W_s + H2, G3, H, H, True, n.WpT_n)
+    if n.threads <= 1:
+        backward_part(n, Hs, full_dH, 1, 0)
+    else:
+        # each thread its own sequences: their time loop, dX rows and weight gradients
+        for c in prange(n.threads, num_threads=n.threads, schedule="static", chunksize=1):
+            backward_part(n, Hs, full_dH, n.threads, c)
+        sum_partials(n, <floating *> n.dW_x)   # the other threads' shares
+    if n.dh0 != NULL:
+        # dh0 (N, H) = P + dza[:, first, r|z] (N, 2H) @ W_s[:, r|z]^T
+        #                + dzs_n[:, first] (N, H) @ W_s[:, n]^T,
+        # first: each sequence's first processed step (its rows gathered into D's blocks
+        # when they differ by sequence)
+        if not dh0_taken_in_loop(n.lengths, n.dh0, n.reverse):
+            memcpy(n.dh0, n.R, n.N * <Py_ssize_t> H * sizeof(floating))
+        gemm(False, True, n.N, H, H2, 1,
+             first_rows(<floating *> n.A, G3, G3, D, n.lengths, n.N, n.T, n.reverse),
+             first_ld(G3, G3, n.T, n.lengths, n.reverse), W_s, G3, 1, <floating *> n.dh0, H)
+        gemm(False, True, n.N, H, H, 1,
+             first_rows(<floating *> n.Sn, H, G3, D + H2, n.lengths, n.N, n.T, n.reverse),
+             first_ld(H, G3, n.T, n.lengths, n.reverse), W_s + H2, G3, 1,
+             <floating *> n.dh0, H)
+
+
+cdef void sum_partials(Net *n, floating *dW_x) noexcept nogil:
+    """dW_x, dW_s, db, db_s += the other parts' shares (n.partials)."""
+    cdef Py_ssize_t I = n.In, H = n.H, G3 = 3 * n.H, size = (I + H + 2) * G3
+    cdef const floating *P = <const floating *> n.partials
+    add_partials(dW_x, P, n.threads - 1, I * G3, size)
+    add_partials(<floating *> n.dW_s, P + I * G3, n.threads - 1, H * G3, size)
+    add_partials(<floating *> n.db, P + (I + H) * G3, n.threads - 1, G3, size)
+    add_partials(<floating *> n.db_s, P + (I + H + 1) * G3, n.threads - 1, G3, size)
+
+
+cdef void backward_part(Net *n, const floating *Hs, bint full_dH, int parts,
+                        int c) noexcept nogil:
+    """recur_backward on part c of the batch, then its rows of dX and its share of the
+    weight gradients (part 0 into the gradients, part c > 0 into partials block c-1)."""
+    cdef Py_ssize_t r0 = part(n.N, parts, c, 1), r1 = part(n.N, parts, c + 1, 1)
+    cdef Py_ssize_t T = n.T, H = n.H, I = n.In, G3 = 3 * n.H
+    cdef floating *A = <floating *> n.A + r0 * T * G3
+    cdef floating *Sn = <floating *> n.Sn + r0 * T * H
+    cdef floating *dW_x = <floating *> n.dW_x
+    cdef floating *dW_s = <floating *> n.dW_s
+    cdef floating *db = <floating *> n.db
+    cdef floating *db_s = <floating *> n.db_s
+    if c > 0:                   # [dW_x | dW_s | db | db_s] of part c, summed in afterwards
+        dW_x = <floating *> n.partials + (c - 1) * (I + H + 2) * G3
+        dW_s, db, db_s = dW_x + I * G3, dW_x + (I + H) * G3, dW_x + (I + H + 1) * G3
+    recur_backward(<const floating *> n.h0 + r0 * H, Hs + r0 * T * H, A, Sn,
+                   <floating *> n.dH + r0 * T * H, full_dH,
+                   <floating *> n.dh0 + r0 * H if n.dh0 != NULL else NULL,
+                   <floating *> n.R + r0 * H, &n.WsT_rz, &n.WsT_n,
+                   n.lengths + r0 if n.lengths != NULL else NULL,
+                   n.state_norms + r0 * T if n.state_norms != NULL else NULL,
+                   r1 - r0, n.T, n.H, n.reverse)
+    if n.dX != NULL:
+        # dX (rows*T, I) = dza (rows*T, 3H) @ W_x^T (3H, I)
+        gemm(False, True, (r1 - r0) * n.T, n.In, G3, 1, A, G3, <const floating *> n.W_x, G3,
+             0, <floating *> n.dX + r0 * T * I, n.In)
+    weight_grads(<const floating *> n.X + r0 * T * I, <const floating *> n.h0 + r0 * H,
+                 Hs + r0 * T * H, A, Sn, dW_x, dW_s, db, db_s, <floating *> n.D + r0 * G3,
+                 r1 - r0, n.T, n.In, n.H, n.reverse)
 
 
 cdef double net_loss_and_grad(Net *n, floating *Hs) noexcept nogil:
@@ -275,7 +354,9 @@ cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_
     n.N, n.T, n.In, n.H = X.shape[0], X.shape[1], X.shape[2], W_s.shape[0]
     if lengths is not None:
         n.lengths = <const int64_t *> data(lengths)
-    n.packed = packed_products(n.N, 3, n.H)
+    n.threads = _threads.batch_threads(n.N, <double> n.N * n.T * 3 * n.H * (n.In + n.H))
+    # split: every thread's per-step products on the packed kernel
+    n.packed = n.threads > 1 or packed_products(n.N, 3, n.H)
     return n
 
 
@@ -296,6 +377,16 @@ cdef void use_packed(Net *n, Wp, WpT_rz, WpT_n):
         n.Wp, n.WpT_rz, n.WpT_n = data(Wp), data(WpT_rz), data(WpT_n)
     else:
         n.Wp = n.WpT_rz = n.WpT_n = NULL
+
+
+cdef object use_partials(Net *n, dt):
+    """A buffer for the weight-gradient shares of a split call's other threads, with n
+    pointing at it (None when the call is not split)."""
+    if n.threads <= 1:
+        return None
+    partials = np.empty((n.threads - 1) * (n.In + n.H + 2) * 3 * n.H, dt)
+    n.partials = data(partials)
+    return partials
 
 
 cdef cnp.ndarray packed_input_weight(Net *n, cnp.ndarray X):
@@ -343,12 +434,13 @@ cdef tuple run_forward(Net *n, cnp.ndarray X, bint predicting):
     use_packed(n, Wp, Wp, Wp)
     Wxp = packed_input_weight(n, X) if predicting else None
     cdef void *Hp = data(Hs)
-    if is_float32(X):
-        with nogil:
-            net_forward(n, <const float *> Hp, <float *> Hp)
-    else:
-        with nogil:
-            net_forward(n, <const double *> Hp, <double *> Hp)
+    with one_blas_thread(n.threads):
+        if is_float32(X):
+            with nogil:
+                net_forward(n, <const float *> Hp, <float *> Hp)
+        else:
+            with nogil:
+                net_forward(n, <const double *> Hp, <double *> Hp)
     return Hs, A, Sn
 
 
@@ -375,16 +467,18 @@ def backward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W
     use_packed(&n, Wp, WpT_rz, WpT_n)
     n.dW_x, n.dW_s = data(grads["W_x"]), data(grads["W_s"])
     n.db, n.db_s = data(grads["b"]), data(grads["b_s"])
+    partials = use_partials(&n, dt)
     if input_grads:
         grads["X"], grads["h0"] = np.empty_like(X), np.empty((N, H), dt)
         n.dX, n.dh0 = data(grads["X"]), data(grads["h0"])
     cdef void *Hp = data(Hs)
-    if is_float32(X):
-        with nogil:
-            net_backward(&n, <const float *> Hp, True)
-    else:
-        with nogil:
-            net_backward(&n, <const double *> Hp, True)
+    with one_blas_thread(n.threads):
+        if is_float32(X):
+            with nogil:
+                net_backward(&n, <const float *> Hp, True)
+        else:
+            with nogil:
+                net_backward(&n, <const double *> Hp, True)
     return grads
 
 
@@ -404,14 +498,15 @@ def predict(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp
     use_packed(&n, Wp, Wp, Wp)
     Wxp = packed_input_weight(&n, X)
     cdef void *Hp = data(Hs)
-    if is_float32(X):
-        with nogil:
-            net_forward(&n, <const float *> Hp, <float *> Hp)
-            head_predict(&n.head, <const float *> Hp, N * T, H)
-    else:
-        with nogil:
-            net_forward(&n, <const double *> Hp, <double *> Hp)
-            head_predict(&n.head, <const double *> Hp, N * T, H)
+    with one_blas_thread(n.threads):
+        if is_float32(X):
+            with nogil:
+                net_forward(&n, <const float *> Hp, <float *> Hp)
+                head_predict(&n.head, <const float *> Hp, N * T, H)
+        else:
+            with nogil:
+                net_forward(&n, <const double *> Hp, <double *> Hp)
+                head_predict(&n.head, <const double *> Hp, N * T, H)
     return Y, Hs
 
 
@@ -435,16 +530,18 @@ def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cn
     use_packed(&n, Wp, WpT_rz, WpT_n)
     n.dX, n.dh0, n.dW_x = data(grads["X"]), data(grads["h0"]), data(grads["W_x"])
     n.dW_s, n.db, n.db_s = data(grads["W_s"]), data(grads["b"]), data(grads["b_s"])
+    partials = use_partials(&n, dt)
     cdef void *Hp = data(Hs)
     cdef void *Sp = data(scratch)
-    if is_float32(X):
-        with nogil:
-            net_forward(&n, <const float *> Hp, <float *> Sp)      # the gates, from Hs
-            net_backward(&n, <const float *> Hp, True)
-    else:
-        with nogil:
-            net_forward(&n, <const double *> Hp, <double *> Sp)
-            net_backward(&n, <const double *> Hp, True)
+    with one_blas_thread(n.threads):
+        if is_float32(X):
+            with nogil:
+                net_forward(&n, <const float *> Hp, <float *> Sp)      # the gates, from Hs
+                net_backward(&n, <const float *> Hp, True)
+        else:
+            with nogil:
+                net_forward(&n, <const double *> Hp, <double *> Sp)
+                net_backward(&n, <const double *> Hp, True)
     return grads
 
 
@@ -481,6 +578,7 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
     use_packed(&n, Wp, WpT_rz, WpT_n)
     n.dW_x, n.dW_s = data(grads["W_x"]), data(grads["W_s"])
     n.db, n.db_s = data(grads["b"]), data(grads["b_s"])
+    partials = use_partials(&n, dt)
     if input_grads:
         grads["X"], grads["h0"] = np.empty_like(X), np.empty((N, H), dt)
         n.dX, n.dh0 = data(grads["X"]), data(grads["h0"])
@@ -489,12 +587,13 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
         n.state_norms = <double *> data(grads["state_grad_norms"])
     cdef void *Hp = data(Hs)
     cdef double loss
-    if is_float32(X):
-        with nogil:
-            loss = net_loss_and_grad(&n, <float *> Hp)
-    else:
-        with nogil:
-            loss = net_loss_and_grad(&n, <double *> Hp)
+    with one_blas_thread(n.threads):
+        if is_float32(X):
+            with nogil:
+                loss = net_loss_and_grad(&n, <float *> Hp)
+        else:
+            with nogil:
+                loss = net_loss_and_grad(&n, <double *> Hp)
     if return_state:
         return loss, grads, Hs[:, T - 1].copy()
     return loss, grads

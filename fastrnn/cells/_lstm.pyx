@@ -24,6 +24,7 @@ import numpy as np
 
 cimport numpy as cnp
 from cython cimport floating
+from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
@@ -31,10 +32,12 @@ from fastrnn._blas cimport gemm
 from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm, weight_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
 from fastrnn._kernels cimport colsum
-from fastrnn.cells._recurrence cimport first_ld, first_rows, prev_state_gemm, row_norms
+from fastrnn.cells._recurrence cimport (add_partials, first_ld, first_rows, part,
+                                        prev_state_gemm, row_norms)
 
 from fastrnn._head import release_workspace, workspace
-from fastrnn._threads import packed_products
+from fastrnn import _threads      # _threads.batch_threads: looked up per call (tests count it)
+from fastrnn._threads import one_blas_thread, packed_products
 
 cnp.import_array()
 
@@ -125,34 +128,32 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *c
                     memcpy(Cs + row, cp + n * <Py_ssize_t> ldp, H * sizeof(floating))
 
 
-cdef void recur_backward(const floating *X, const floating *h0, const floating *c0,
-                         const floating *W_x, const floating *W_s, const floating *Hs,
+cdef void recur_backward(const floating *h0, const floating *c0, const floating *Hs,
                          const floating *Cs, floating *Z, floating *dH, bint full_dH,
-                         const floating *dC, floating *dX, floating *dh0, floating *dc0,
-                         floating *dW_x, floating *dW_s, floating *db, floating *D,
-                         floating *dc, const StepB *WsT, const int64_t *lengths,
-                         double *state_norms, double *cell_norms,
-                         int N, int T, int I, int H, bint forget_gate,
-                         bint reverse) noexcept nogil:
-    """Backpropagation through time (of recur_forward with the same reverse).
+                         const floating *dC, floating *dc0, floating *dc, const StepB *WsT,
+                         const int64_t *lengths, double *state_norms, double *cell_norms,
+                         int N, int T, int H, bint forget_gate, bint reverse) noexcept nogil:
+    """Backpropagation through time (of recur_forward with the same reverse): the time loop.
 
     On entry Z (N, T, 4H) holds the activated gates of recur_forward, dH (N, T, H)
     dLoss/dHs from the output layer: at every step if full_dH, else only at the last step
     (dH[:, :T-1] is then scratch); dC (N, T, H) dLoss/dCs from outside, or NULL (zeros).
-    On exit Z holds dZ_t = dLoss/dz_t and dH the total dLoss/dh_t. dX (N, T, I), dh0, dc0
-    (N, H) may be NULL (not wanted). D (N, 4H) and dc (N, H) are scratch. WsT: W_s^T (4H, H)
-    as the per-step products take it (packed, or for BLAS).
+    On exit Z holds dZ_t = dLoss/dz_t, dH the total dLoss/dh_t and dc (N, H) the carry
+    dLoss/dc at the first processed step times f there (what reaches c0); dc0 (N, H) or
+    NULL receives it already where it is taken inside the loop (reverse with lengths). WsT:
+    W_s^T (4H, H) as the per-step products take it (packed, or for BLAS).
     lengths: past a sequence's end dZ, dh and dc are zero (nothing there is scored).
     state_norms, cell_norms (N, T) or NULL: receive ||dLoss/dh_t||, ||dLoss/dc_t||.
+    The weight gradients follow (weight_grads).
     """
-    cdef int G4 = 4 * H, TH = T * H, NT = N * T
+    cdef int G4 = 4 * H, TH = T * H
     cdef int ldz = T * G4, ldp, p, t, step = -1 if reverse else 1
     cdef Py_ssize_t n, j, row
     cdef floating beta = 1 if full_dH else 0
     cdef const floating *cp
     # with reverse and lengths, a sequence's first processed step (lengths[n] - 1) is not the
     # last one this loop visits: dc0 is taken there
-    cdef bint dc0_in_loop = reverse and lengths != NULL and dc0 != NULL
+    cdef bint dc0_in_loop = dc0_taken_in_loop(lengths, dc0, reverse)
     memset(dc, 0, N * <Py_ssize_t> H * sizeof(floating))
     for p in range(T - 1, -1, -1):
         t = T - 1 - p if reverse else p
@@ -187,23 +188,26 @@ cdef void recur_backward(const floating *X, const floating *h0, const floating *
                     memset(Z + n * <Py_ssize_t> ldz + t * G4, 0, G4 * sizeof(floating))
                     memset(dc + n * H, 0, H * sizeof(floating))
 
-    # Weight gradients: one GEMM over all N*T rows each (the "merged" form).
+
+cdef inline bint dc0_taken_in_loop(const int64_t *lengths, const void *dc0,
+                                   bint reverse) noexcept nogil:
+    """Whether recur_backward takes dc0 inside its loop (reverse with lengths: a sequence's
+    first processed step is lengths[n] - 1, not the last step the loop visits)."""
+    return reverse and lengths != NULL and dc0 != NULL
+
+
+cdef void weight_grads(const floating *X, const floating *h0, const floating *Hs, floating *Z,
+                       floating *dW_x, floating *dW_s, floating *db, floating *D, int N, int T,
+                       int I, int H, bint reverse) noexcept nogil:
+    """The weight gradients, given dZ = Z (N, T, 4H) from recur_backward: one GEMM over all
+    N*T rows each (the "merged" form). D (N, 4H) is scratch."""
+    cdef int G4 = 4 * H, NT = N * T
     # dW_x (I, 4H) = X^T (I, N*T) @ dZ (N*T, 4H)
     weight_gemm(I, G4, NT, X, I, Z, G4, 0, dW_x, G4)
     # db (4H,) = dZ.sum over all rows
     colsum(Z, NT, G4, G4, db)
     # dW_s (H, 4H) = sum_t h_{t-1}^T (H, N) @ dZ_t (N, 4H), h_{-1} = h0: one GEMM
     prev_state_gemm(Hs, h0, Z, G4, D, dW_s, G4, N, T, H, G4, reverse)
-    if dh0 != NULL:
-        # dh0 (N, H) = dZ at each sequence's first processed step (N, 4H) @ W_s^T (4H, H)
-        gemm(False, True, N, H, G4, 1, first_rows(Z, G4, G4, D, lengths, N, T, reverse),
-             first_ld(G4, G4, T, lengths, reverse), W_s, G4, 0, dh0, H)
-    if dc0 != NULL and not dc0_in_loop:
-        # dc0 = dLoss/dc at the first step * f there, the carry the loop left
-        memcpy(dc0, dc, N * <Py_ssize_t> H * sizeof(floating))
-    if dX != NULL:
-        # dX (N*T, I) = dZ (N*T, 4H) @ W_x^T (4H, I)
-        gemm(False, True, NT, I, G4, 1, Z, G4, W_x, G4, 0, dX, I)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,6 +237,9 @@ ctypedef struct Net:
     double *cell_norms  # (N, T) ||dLoss/dc[n, t]||, or NULL
     bint packed         # pack W_s for the per-step products (several rows, 1 BLAS thread)
     bint reverse        # the recurrence runs backwards in time (see recur_forward)
+    int threads         # the batch is split across this many threads (fastrnn._threads)
+    void *partials      # threads > 1: (threads - 1, (I + H + 1) * 4H) the parts'
+                        # [dW_x | dW_s | db]
     void *dX
     void *dh0
     void *dc0
@@ -248,23 +255,88 @@ cdef void net_forward(Net *n, floating *Hs, bint project) noexcept nogil:
     step_b(&n.Ws, <const floating *> n.W_s, 4 * n.H, n.H, 4 * n.H, False, n.Wp)
     # W_x (I, 4H) for the input projection: packed when predicting, else BLAS
     step_b(&n.Wx, <const floating *> n.W_x, 4 * n.H, n.In, 4 * n.H, False, n.Wxp)
-    recur_forward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.c0,
-                  <const floating *> n.W_x, <const floating *> n.W_s, <const floating *> n.b,
-                  Hs, <floating *> n.Cs, <floating *> n.Z, n.lengths, &n.Wx, &n.Ws, project,
-                  n.N, n.T, n.In, n.H, n.forget_gate, n.reverse)
+    cdef int c
+    if n.threads <= 1:
+        forward_part(n, Hs, project, 1, 0)
+    else:                               # each thread its own sequences, start to end
+        for c in prange(n.threads, num_threads=n.threads, schedule="static", chunksize=1):
+            forward_part(n, Hs, project, n.threads, c)
+
+
+cdef void forward_part(Net *n, floating *Hs, bint project, int parts, int c) noexcept nogil:
+    """recur_forward on part c of the batch (its sequences never meet the others)."""
+    cdef Py_ssize_t r0 = part(n.N, parts, c, 1), r1 = part(n.N, parts, c + 1, 1)
+    cdef Py_ssize_t T = n.T, H = n.H
+    recur_forward(<const floating *> n.X + r0 * T * n.In, <const floating *> n.h0 + r0 * H,
+                  <const floating *> n.c0 + r0 * H, <const floating *> n.W_x,
+                  <const floating *> n.W_s, <const floating *> n.b, Hs + r0 * T * H,
+                  <floating *> n.Cs + r0 * T * H, <floating *> n.Z + r0 * T * 4 * H,
+                  n.lengths + r0 if n.lengths != NULL else NULL, &n.Wx, &n.Ws, project,
+                  r1 - r0, n.T, n.In, n.H, n.forget_gate, n.reverse)
 
 
 cdef void net_backward(Net *n, const floating *Hs, bint full_dH) noexcept nogil:
     # W_s^T (4H, H), packed from W_s (H, 4H) once (or read transposed by BLAS)
     step_b(&n.WsT, <const floating *> n.W_s, 4 * n.H, 4 * n.H, n.H, True, n.WpT)
-    recur_backward(<const floating *> n.X, <const floating *> n.h0, <const floating *> n.c0,
-                   <const floating *> n.W_x, <const floating *> n.W_s, Hs,
-                   <const floating *> n.Cs, <floating *> n.Z, <floating *> n.dH, full_dH,
-                   <const floating *> n.dC, <floating *> n.dX, <floating *> n.dh0,
-                   <floating *> n.dc0, <floating *> n.dW_x, <floating *> n.dW_s,
-                   <floating *> n.db, <floating *> n.D, <floating *> n.dc,
-                   &n.WsT, n.lengths, n.state_norms, n.cell_norms,
-                   n.N, n.T, n.In, n.H, n.forget_gate, n.reverse)
+    cdef int c, G4 = 4 * n.H
+    if n.threads <= 1:
+        backward_part(n, Hs, full_dH, 1, 0)
+    else:
+        # each thread its own sequences: their time loop, dX rows and weight gradients
+        for c in prange(n.threads, num_threads=n.threads, schedule="static", chunksize=1):
+            backward_part(n, Hs, full_dH, n.threads, c)
+        sum_partials(n, <floating *> n.dW_x)   # the other threads' shares
+    if n.dh0 != NULL:
+        # dh0 (N, H) = dZ at each sequence's first processed step (N, 4H) @ W_s^T (4H, H)
+        gemm(False, True, n.N, n.H, G4, 1,
+             first_rows(<floating *> n.Z, G4, G4, <floating *> n.D, n.lengths, n.N, n.T,
+                        n.reverse),
+             first_ld(G4, G4, n.T, n.lengths, n.reverse), <const floating *> n.W_s, G4, 0,
+             <floating *> n.dh0, n.H)
+    if n.dc0 != NULL and not dc0_taken_in_loop(n.lengths, n.dc0, n.reverse):
+        # dc0 = dLoss/dc at the first step * f there, the carry the loops left
+        memcpy(n.dc0, n.dc, n.N * <Py_ssize_t> n.H * sizeof(floating))
+
+
+cdef void sum_partials(Net *n, floating *dW_x) noexcept nogil:
+    """dW_x, dW_s, db += the other parts' shares (n.partials)."""
+    cdef Py_ssize_t I = n.In, H = n.H, G4 = 4 * n.H, size = (I + H + 1) * G4
+    cdef const floating *P = <const floating *> n.partials
+    add_partials(dW_x, P, n.threads - 1, I * G4, size)
+    add_partials(<floating *> n.dW_s, P + I * G4, n.threads - 1, H * G4, size)
+    add_partials(<floating *> n.db, P + (I + H) * G4, n.threads - 1, G4, size)
+
+
+cdef void backward_part(Net *n, const floating *Hs, bint full_dH, int parts,
+                        int c) noexcept nogil:
+    """recur_backward on part c of the batch, then its rows of dX and its share of the
+    weight gradients (part 0 into the gradients, part c > 0 into partials block c-1)."""
+    cdef Py_ssize_t r0 = part(n.N, parts, c, 1), r1 = part(n.N, parts, c + 1, 1)
+    cdef Py_ssize_t T = n.T, H = n.H, I = n.In, G4 = 4 * n.H
+    cdef floating *Z = <floating *> n.Z + r0 * T * G4
+    cdef floating *dW_x = <floating *> n.dW_x
+    cdef floating *dW_s = <floating *> n.dW_s
+    cdef floating *db = <floating *> n.db
+    if c > 0:                           # [dW_x | dW_s | db] of part c, summed in afterwards
+        dW_x = <floating *> n.partials + (c - 1) * (I + H + 1) * G4
+        dW_s, db = dW_x + I * G4, dW_x + (I + H) * G4
+    recur_backward(<const floating *> n.h0 + r0 * H, <const floating *> n.c0 + r0 * H,
+                   Hs + r0 * T * H, <const floating *> n.Cs + r0 * T * H, Z,
+                   <floating *> n.dH + r0 * T * H, full_dH,
+                   <const floating *> n.dC + r0 * T * H if n.dC != NULL else NULL,
+                   <floating *> n.dc0 + r0 * H if n.dc0 != NULL else NULL,
+                   <floating *> n.dc + r0 * H, &n.WsT,
+                   n.lengths + r0 if n.lengths != NULL else NULL,
+                   n.state_norms + r0 * T if n.state_norms != NULL else NULL,
+                   n.cell_norms + r0 * T if n.cell_norms != NULL else NULL,
+                   r1 - r0, n.T, n.H, n.forget_gate, n.reverse)
+    if n.dX != NULL:
+        # dX (rows*T, I) = dZ (rows*T, 4H) @ W_x^T (4H, I)
+        gemm(False, True, (r1 - r0) * n.T, n.In, G4, 1, Z, G4, <const floating *> n.W_x, G4,
+             0, <floating *> n.dX + r0 * T * I, n.In)
+    weight_grads(<const floating *> n.X + r0 * T * I, <const floating *> n.h0 + r0 * H,
+                 Hs + r0 * T * H, Z, dW_x, dW_s, db, <floating *> n.D + r0 * G4, r1 - r0, n.T,
+                 n.In, n.H, n.reverse)
 
 
 cdef double net_loss_and_grad(Net *n, floating *Hs) noexcept nogil:
@@ -286,7 +358,9 @@ cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x
     n.forget_gate = forget_gate
     if lengths is not None:
         n.lengths = <const int64_t *> data(lengths)
-    n.packed = packed_products(n.N, 4, n.H)
+    n.threads = _threads.batch_threads(n.N, <double> n.N * n.T * 4 * n.H * (n.In + n.H))
+    # split: every thread's per-step products on the packed kernel
+    n.packed = n.threads > 1 or packed_products(n.N, 4, n.H)
     return n
 
 
@@ -301,6 +375,16 @@ cdef tuple packed_shapes(Net *n, cnp.ndarray X):
 cdef void use_packed(Net *n, cnp.ndarray Wp, cnp.ndarray WpT):
     """Point n at the packed-operand buffers (or at nothing, when BLAS takes the products)."""
     n.Wp, n.WpT = (data(Wp), data(WpT)) if n.packed else (NULL, NULL)
+
+
+cdef object use_partials(Net *n, dt):
+    """A buffer for the weight-gradient shares of a split call's other threads, with n
+    pointing at it (None when the call is not split)."""
+    if n.threads <= 1:
+        return None
+    partials = np.empty((n.threads - 1) * (n.In + n.H + 1) * 4 * n.H, dt)
+    n.partials = data(partials)
+    return partials
 
 
 cdef cnp.ndarray packed_input_weight(Net *n, cnp.ndarray X):
@@ -347,12 +431,13 @@ cdef tuple run_forward(Net *n, cnp.ndarray X, bint predicting):
     use_packed(n, Wp, Wp)
     Wxp = packed_input_weight(n, X) if predicting else None
     cdef void *Hp = data(Hs)
-    if is_float32(X):
-        with nogil:
-            net_forward(n, <float *> Hp, True)
-    else:
-        with nogil:
-            net_forward(n, <double *> Hp, True)
+    with one_blas_thread(n.threads):
+        if is_float32(X):
+            with nogil:
+                net_forward(n, <float *> Hp, True)
+        else:
+            with nogil:
+                net_forward(n, <double *> Hp, True)
     return Hs, Cs, Z
 
 
@@ -378,17 +463,19 @@ def backward_train(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_
     n.Cs, n.Z, n.dH, n.D, n.dc = data(Cs), data(Z), data(dHs), data(D), data(dc)
     use_packed(&n, WpT, WpT)
     n.dW_x, n.dW_s, n.db = data(grads["W_x"]), data(grads["W_s"]), data(grads["b"])
+    partials = use_partials(&n, dt)
     if input_grads:
         grads["X"] = np.empty_like(X)
         grads["h0"], grads["c0"] = np.empty((N, H), dt), np.empty((N, H), dt)
         n.dX, n.dh0, n.dc0 = data(grads["X"]), data(grads["h0"]), data(grads["c0"])
     cdef void *Hp = data(Hs)
-    if is_float32(X):
-        with nogil:
-            net_backward(&n, <const float *> Hp, True)
-    else:
-        with nogil:
-            net_backward(&n, <const double *> Hp, True)
+    with one_blas_thread(n.threads):
+        if is_float32(X):
+            with nogil:
+                net_backward(&n, <const float *> Hp, True)
+        else:
+            with nogil:
+                net_backward(&n, <const double *> Hp, True)
     return grads
 
 
@@ -408,14 +495,15 @@ def predict(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x, cnp.
     use_packed(&n, Wp, Wp)
     Wxp = packed_input_weight(&n, X)
     cdef void *Hp = data(Hs)
-    if is_float32(X):
-        with nogil:
-            net_forward(&n, <float *> Hp, True)
-            head_predict(&n.head, <const float *> Hp, n.N * n.T, n.H)
-    else:
-        with nogil:
-            net_forward(&n, <double *> Hp, True)
-            head_predict(&n.head, <const double *> Hp, n.N * n.T, n.H)
+    with one_blas_thread(n.threads):
+        if is_float32(X):
+            with nogil:
+                net_forward(&n, <float *> Hp, True)
+                head_predict(&n.head, <const float *> Hp, n.N * n.T, n.H)
+        else:
+            with nogil:
+                net_forward(&n, <double *> Hp, True)
+                head_predict(&n.head, <const double *> Hp, n.N * n.T, n.H)
     return Y, Hs, Cs
 
 
@@ -440,18 +528,20 @@ def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x, cnp
     use_packed(&n, WpT, WpT)
     n.dX, n.dh0, n.dc0 = data(grads["X"]), data(grads["h0"]), data(grads["c0"])
     n.dW_x, n.dW_s, n.db = data(grads["W_x"]), data(grads["W_s"]), data(grads["b"])
+    partials = use_partials(&n, dt)
     cdef void *Hp = data(Hs)
     cdef void *Cp = data(Cs)
     cdef void *Hp2 = data(Hs2)
     cdef void *Cp2 = data(Cs2)
-    if is_float32(X):
-        with nogil:
-            backward_from_states(&n, <const float *> Hp, <const float *> Cp, <float *> Hp2,
-                                 <float *> Cp2)
-    else:
-        with nogil:
-            backward_from_states(&n, <const double *> Hp, <const double *> Cp,
-                                 <double *> Hp2, <double *> Cp2)
+    with one_blas_thread(n.threads):
+        if is_float32(X):
+            with nogil:
+                backward_from_states(&n, <const float *> Hp, <const float *> Cp, <float *> Hp2,
+                                     <float *> Cp2)
+        else:
+            with nogil:
+                backward_from_states(&n, <const double *> Hp, <const double *> Cp,
+                                     <double *> Hp2, <double *> Cp2)
     return grads
 
 
@@ -518,6 +608,7 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray c0,
     n.D, n.dc = data(D), data(dc)
     use_packed(&n, Wp, WpT)
     n.dW_x, n.dW_s, n.db = data(grads["W_x"]), data(grads["W_s"]), data(grads["b"])
+    partials = use_partials(&n, dt)
     if input_grads:
         grads["X"] = np.empty_like(X)
         grads["h0"], grads["c0"] = np.empty((N, H), dt), np.empty((N, H), dt)
@@ -529,12 +620,13 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray c0,
         n.cell_norms = <double *> data(grads["cell_grad_norms"])
     cdef void *Hp = data(Hs)
     cdef double loss
-    if is_float32(X):
-        with nogil:
-            loss = net_loss_and_grad(&n, <float *> Hp)
-    else:
-        with nogil:
-            loss = net_loss_and_grad(&n, <double *> Hp)
+    with one_blas_thread(n.threads):
+        if is_float32(X):
+            with nogil:
+                loss = net_loss_and_grad(&n, <float *> Hp)
+        else:
+            with nogil:
+                loss = net_loss_and_grad(&n, <double *> Hp)
     if return_state:
         return loss, grads, (Hs[:, T - 1].copy(), Cs[:, T - 1].copy())
     return loss, grads

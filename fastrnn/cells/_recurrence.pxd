@@ -97,3 +97,26 @@ cdef inline void transpose(const floating *A, Py_ssize_t rows, Py_ssize_t cols,
     for r in range(rows):
         for c in range(cols):
             AT[c * rows + r] = A[r * cols + c]
+
+
+cdef inline Py_ssize_t part(Py_ssize_t total, int parts, int c, int align) noexcept nogil:
+    """Where part c of [0, total) starts when it is cut into `parts` near-equal pieces whose
+    inner boundaries are multiples of align (part(total, parts, parts, ...) = total): the rows
+    (align 1) or the weight-gradient columns (align 16: whole micro-kernel tiles) a thread
+    takes when a call is split across threads."""
+    if c >= parts:
+        return total
+    cdef Py_ssize_t start = (total * c) // parts
+    return min(total, (start + align - 1) // align * align)
+
+
+cdef inline void add_partials(floating *grad, const floating *partials, int parts,
+                              Py_ssize_t size, Py_ssize_t stride) noexcept nogil:
+    """grad (size,) += partials[p * stride : p * stride + size] for each part p in turn: one
+    weight gradient of a split call, whose threads computed it over their own sequences
+    (summed in the same order every time, so a thread count gives the same result every
+    run)."""
+    cdef Py_ssize_t p, j
+    for p in range(parts):
+        for j in range(size):
+            grad[j] += partials[p * stride + j]
