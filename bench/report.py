@@ -161,6 +161,49 @@ def stack_rows(threads_list, rounds, peak):
     return out
 
 
+def scaling_rows(configs, cells, dtype, rounds):
+    """fastrnn on two cores against one, the two alternating in one measure() (the ratio the
+    two-core target is about, free of the drift between separate runs): one loss_and_grad,
+    and fit (one epoch over 4 batches of the config's N). One core: BLAS on one thread and no
+    split; two: the batch split across two threads (BLAS on one thread inside each)."""
+    import contextlib
+    out = []
+    for cell in cells:
+        for name in configs:
+            N, T, I, H, O = workloads.CONFIGS[name]
+            if N < 2:
+                continue                        # a batch of one does not split
+            X, Y, model = workloads.problem(N, T, I, H, O, dtype=dtype, cell=cell)
+            lag = workloads.fastrnn_impl(X, Y, model, "cython")
+            Xf, Yf, fitted = workloads.problem(4 * N, T, I, H, O, dtype=dtype, cell=cell)
+
+            def fit(threads, fitted=fitted, Xf=Xf, Yf=Yf, N=N):
+                fitted.fit(Xf, Yf, epochs=1, batch_size=N, progress=False, shuffle=False,
+                           threads=threads)
+
+            def on(threads, f):
+                def run():
+                    with fastrnn.threads(threads):
+                        return f()
+                return run
+
+            big = name == "large"
+            with set_threads(1):
+                t = measure({"lag_1": on(1, lag), "lag_2": on(2, lag),
+                             "fit_1": lambda: fit(1), "fit_2": lambda: fit(2)},
+                            max(2, rounds // 2) if big else rounds,
+                            warmup_s=0.0 if big else 0.15, min_calls=1 if big else 3)
+            row = {"cell": cell, "config": name, "dtype": dtype, "median_s": t,
+                   "loss_and_grad": t["lag_1"] / t["lag_2"], "fit": t["fit_1"] / t["fit_2"]}
+            out.append(row)
+            print(f"two cores / one: {cell:5} {name:6} {dtype}  loss_and_grad "
+                  f"{t['lag_1'] * 1e3:9.3f} -> {t['lag_2'] * 1e3:9.3f} ms "
+                  f"{row['loss_and_grad']:5.2f}x   fit (1 epoch, 4 batches) "
+                  f"{t['fit_1'] * 1e3:9.2f} -> {t['fit_2'] * 1e3:9.2f} ms {row['fit']:5.2f}x",
+                  flush=True)
+    return out
+
+
 def sweep(param, values, base, dtype, rounds, threads=1):
     """Time per step of cython and numpy loss_and_grad as one dimension varies."""
     out = []
@@ -215,6 +258,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true",
                     help="3 rounds, no large config, no sweeps")
     ap.add_argument("--no-sweeps", action="store_true")
+    ap.add_argument("--no-scaling", action="store_true",
+                    help="leave out the two-cores-against-one rows")
+    ap.add_argument("--only-scaling", action="store_true",
+                    help="only the two-cores-against-one rows")
     ap.add_argument("--no-stack", action="store_true",
                     help="leave out the 2-layer bidirectional row")
     ap.add_argument("--only-stack", action="store_true",
@@ -244,9 +291,15 @@ def main(argv=None):
                                                "num_threads", "filepath")}
                        for i in threadpool_info()],
               "peak_sgemm_gflops": peak, "rows": []}
-    if not args.no_stack:
+    if not args.no_stack and not args.only_scaling:
         result["stack"] = stack_rows(args.threads, args.rounds, peak)
     if args.only_stack:
+        args.dtype, args.configs, args.no_sweeps, args.no_scaling = [], [], True, True
+    if not args.no_scaling:
+        result["scaling"] = [row for dtype in args.dtype
+                             for row in scaling_rows(args.configs, args.cells, dtype,
+                                                     args.rounds)]
+    if args.only_scaling:
         args.dtype, args.configs, args.no_sweeps = [], [], True
     for dtype in args.dtype:
         result["rows"] += run_grid(args.configs, args.threads, dtype, args.rounds, peak,

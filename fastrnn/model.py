@@ -258,16 +258,26 @@ class RecurrentModel:
                              f"only; this model has num_layers={self.num_layers}, "
                              f"bidirectional={self.bidirectional}")
         weights, W_y, b_y = self._weights()
-        D = self._directions
-        if dropout_masks is None and dropout_rng is not None and self.dropout > 0:
-            N, T, _ = X.shape
-            dropout_masks = dropout_masks_for(dropout_rng, self.dropout, N, T,
-                                              D * self.hidden_size, self.num_layers,
-                                              self.dtype)
+        if dropout_masks is None:
+            dropout_masks = self._dropout_masks(dropout_rng, X.shape)
         loss, g, state = stack_loss_and_grad(
             self.cell, X, Y, self._state0(h0), weights, W_y, b_y, self._options(),
             self.output, target, self.bidirectional, self.backend, input_grads, lengths,
             True, dropout_masks, sample_weight)
+        return self._named_stack_grads(loss, g, state, return_state)
+
+    def _dropout_masks(self, dropout_rng, shape):
+        """Fresh dropout masks for a batch of X's shape, or None (no dropout_rng, or no
+        dropout)."""
+        if dropout_rng is None or not self.dropout > 0:
+            return None
+        N, T, _ = shape
+        return dropout_masks_for(dropout_rng, self.dropout, N, T,
+                                 self._directions * self.hidden_size, self.num_layers,
+                                 self.dtype)
+
+    def _named_stack_grads(self, loss, g, state, return_state):
+        """A stack's (loss, grads[, state]) with the gradients keyed like params."""
         grads = {}
         for names, layer_grads in zip(self._layer_names(), g.pop("layers")):
             grads.update({name: layer_grads[w] for w, name in zip(self.cell.weight_names,
@@ -276,6 +286,41 @@ class RecurrentModel:
         if return_state:
             return loss, grads, self._state_out(state)
         return loss, grads
+
+    def _train_loss_and_grad(self, X, Y, state, target, lengths, return_state, dropout_rng,
+                             sample_weight):
+        """loss_and_grad for fit's inner loop: the same computation without any per-call
+        check, on what fit validated once (X C-contiguous of the model's dtype, Y in the form
+        the backends take, lengths int64 or None, sample_weight float64 or None; state None
+        or the tuple of the cell's states, (N, H) or (L*D, N, H) each, as fit carries them)
+        and the parameters as the optimizer keeps them (fit checks those once per epoch)."""
+        p = self.params
+        N = X.shape[0]
+        options = self._options()
+        be = self.cell.backend(self.backend)
+        if not self._stacked:
+            if state is None:
+                state = tuple(np.zeros((N, self.hidden_size), self.dtype)
+                              for _ in self.cell.states)
+            out = be.loss_and_grad(X, Y, *state, *(p[k] for k in self.cell.weight_names),
+                                   p["W_y"], p["b_y"], *options, self.output, target, False,
+                                   lengths, return_state, False, sample_weight)
+            return (out[0], out[1], self._state_out(out[2])) if return_state else out
+        from .functional import _head_backend
+        from .stack import loss_and_grad
+        LD = self.num_layers * self._directions
+        if state is None:
+            state0 = [tuple(np.zeros((N, self.hidden_size), self.dtype)
+                            for _ in self.cell.states)] * LD
+        else:
+            state0 = [tuple(np.ascontiguousarray(s[k]) for s in state) for k in range(LD)]
+        weights = [tuple(p[k] for k in names) for names in self._layer_names()]
+        loss, g, last = loss_and_grad(be, _head_backend(self.backend), self.cell, X, Y,
+                                      state0, weights, p["W_y"], p["b_y"], options,
+                                      self.output, target, lengths, self._directions, False,
+                                      self._dropout_masks(dropout_rng, X.shape),
+                                      sample_weight)
+        return self._named_stack_grads(loss, g, last, return_state)
 
     def step(self, x, h=None):
         """One time step of streaming inference: (y, h_new) for input x (N, I) or (I,) and

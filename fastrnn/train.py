@@ -333,6 +333,22 @@ def check_data(model, X, Y, lengths, target, name="X"):
     return X, Y, lengths
 
 
+def check_params(model):
+    """The model's parameters as fit's lean inner path trusts them: every one present with
+    its shape, an aligned, writeable, C-contiguous ndarray of the model's dtype, finite
+    (ValueError/TypeError naming it otherwise). The optimizer updates them in place and
+    the rollback keeps them finite, so fit checks them once per epoch, not per batch."""
+    model._weights()                                    # present, with their shapes
+    for name, w in model.params.items():
+        if not (isinstance(w, np.ndarray) and w.dtype == model.dtype
+                and w.flags.c_contiguous and w.flags.aligned and w.flags.writeable):
+            raise TypeError(f"model.params[{name!r}] must be a writeable C-contiguous "
+                            f"{np.dtype(model.dtype).name} ndarray during fit; got "
+                            f"{type(w).__name__} {getattr(w, 'dtype', '')}")
+        if not _validate._all_finite(w):
+            raise ValueError(f"model.params[{name!r}] has non-finite values")
+
+
 def evaluate(model, X, Y, lengths=None, target="sequence"):
     """(loss, metric) of the model on validated data: the training loss (MSE or
     cross-entropy, means as in loss_and_grad) and accuracy (softmax) or mean absolute
@@ -410,6 +426,7 @@ def fit(model, X, Y, *, epochs=10, batch_size=32, optimizer="adam", lr=None,
     try:
         for epoch in range(1, epochs + 1):
             t0 = time.perf_counter()
+            check_params(model)                 # once per epoch: callbacks may change them
             lr_epoch = opt.lr                   # the rate this epoch trains at
             order = rng.permutation(N) if shuffle else np.arange(N)
             losses, norms, skipped = [], [], 0
@@ -486,11 +503,12 @@ def _batch_steps(model, X, Y, lengths, target, tbptt, dropout_rng=None, sample_w
     one ended in (gradients do not cross chunk borders). With target "last", a sequence is
     scored in the chunk that holds its last step; before that its state is only carried.
     The state is the model's own (h; for the LSTM h and c), carried array by array: (N, H)
-    each, or (L, N, H) for several layers."""
+    each, or (L, N, H) for several layers. X, Y, lengths, sample_weight: fit's validated
+    arrays' rows (fresh contiguous copies), so the model's lean training path takes them."""
     N, T = X.shape[:2]
     if tbptt is None or tbptt >= T:
-        yield model.loss_and_grad(X, Y, None, target, lengths=lengths, dropout_rng=dropout_rng,
-                                  sample_weight=sample_weight)
+        yield model._train_loss_and_grad(X, Y, None, target, lengths, False, dropout_rng,
+                                         sample_weight)
         return
     lengths = np.full(N, T) if lengths is None else lengths
     layers = getattr(model, "num_layers", 1)
@@ -512,11 +530,10 @@ def _batch_steps(model, X, Y, lengths, target, tbptt, dropout_rng=None, sample_w
         chunk_lengths = np.minimum(lengths[rows] - t0, t1 - t0)
         Yc = Y[rows] if target == "last" else Y[rows, t0:t1]
         at = _rows(state, rows)
-        loss, grads, last = model.loss_and_grad(
-            X[rows, t0:t1], Yc, model._state_out(tuple(s[at] for s in state)), target,
-            lengths=None if (chunk_lengths == t1 - t0).all() else chunk_lengths,
-            return_state=True, dropout_rng=dropout_rng,
-            sample_weight=None if sample_weight is None else sample_weight[rows])
+        loss, grads, last = model._train_loss_and_grad(
+            X[rows, t0:t1], np.ascontiguousarray(Yc), tuple(s[at] for s in state), target,
+            None if (chunk_lengths == t1 - t0).all() else chunk_lengths, True, dropout_rng,
+            None if sample_weight is None else sample_weight[rows])
         for s, s_last in zip(state, model._state0(last)):
             s[at] = s_last if _validate._all_finite(s_last) else 0   # never carry NaN on
         yield loss, grads

@@ -98,15 +98,16 @@ def test_padding_does_not_change_training(cell, forget_gate):
 # Truncated BPTT
 
 def spy_loss_and_grad(monkeypatch):
-    """Record the (X, Y, state0, lengths) of every model.loss_and_grad call."""
-    real = fastrnn.model.RecurrentModel.loss_and_grad
+    """Record the (X, Y, state0, lengths) of every loss_and_grad call fit's steps make (on
+    the model's lean training path), state0 as the model's loss_and_grad takes it."""
+    real = fastrnn.model.RecurrentModel._train_loss_and_grad
     calls = []
 
-    def spy(self, X, Y, h0=None, target="sequence", **kw):
-        calls.append((X, Y, h0, kw.get("lengths")))
-        return real(self, X, Y, h0, target, **kw)
+    def spy(self, X, Y, state, target, lengths, *args):
+        calls.append((X, Y, None if state is None else self._state_out(state), lengths))
+        return real(self, X, Y, state, target, lengths, *args)
 
-    monkeypatch.setattr(fastrnn.model.RecurrentModel, "loss_and_grad", spy)
+    monkeypatch.setattr(fastrnn.model.RecurrentModel, "_train_loss_and_grad", spy)
     return calls
 
 

@@ -75,8 +75,9 @@ def test_clip_value(monkeypatch):
 
 def nan_on_steps(monkeypatch, bad_steps):
     """Make the loss non-finite on the given (0-based) optimizer steps."""
-    # fit calls the model (never a cell's functions), so the fault goes in there
-    real = fastrnn.model.RecurrentModel.loss_and_grad
+    # fit calls the model's lean training path (never a cell's functions), so the fault goes
+    # in there
+    real = fastrnn.model.RecurrentModel._train_loss_and_grad
     count = {"n": 0}
 
     def fake(*args, **kwargs):
@@ -88,7 +89,7 @@ def nan_on_steps(monkeypatch, bad_steps):
             return (math.nan, *out[1:])
         return out
 
-    monkeypatch.setattr(fastrnn.model.RecurrentModel, "loss_and_grad", fake)
+    monkeypatch.setattr(fastrnn.model.RecurrentModel, "_train_loss_and_grad", fake)
 
 
 def test_non_finite_steps_are_skipped_and_counted(monkeypatch):
@@ -135,7 +136,7 @@ def huge_grads_on_step(monkeypatch, bad_step, largest):
     """Gradients scaled to a largest entry of largest (finite) on the given (0-based)
     optimizer step; returns a dict that receives, at that step, the weights and the
     optimizer's state (of the optimizer the caller puts in it as "opt") just before it."""
-    real = fastrnn.model.RecurrentModel.loss_and_grad
+    real = fastrnn.model.RecurrentModel._train_loss_and_grad
     count, before = {"n": 0}, {}
 
     def fake(model, *args, **kwargs):
@@ -150,7 +151,7 @@ def huge_grads_on_step(monkeypatch, bad_step, largest):
         count["n"] += 1
         return loss, grads
 
-    monkeypatch.setattr(fastrnn.model.RecurrentModel, "loss_and_grad", fake)
+    monkeypatch.setattr(fastrnn.model.RecurrentModel, "_train_loss_and_grad", fake)
     return before
 
 
@@ -501,3 +502,79 @@ def test_step_streams_like_forward(output, backend):
         m.step(np.zeros(4))
     with pytest.raises(ValueError, match="h must have shape"):
         m.step(np.zeros((2, 3)), np.zeros((3, 5)))
+
+
+# ---------------------------------------------------------------------------------------------
+# fit's lean inner path: validated once, then no per-batch checks
+
+@pytest.mark.parametrize("cell,layers,bi,tbptt", [
+    (cell, layers, False, tbptt) for cell, layers in [("elman", 1), ("lstm", 1), ("lstm", 2)]
+    for tbptt in (None, 4)] + [("gru", 2, True, None)])       # tbptt needs one direction
+def test_fit_equals_a_loop_over_the_public_loss_and_grad(cell, layers, bi, tbptt):
+    """fit's steps are those of the validated public loss_and_grad with an optimizer, bit
+    for bit (same batches, same carried states with truncated BPTT)."""
+    from fastrnn.optim import Adam
+    cls = {"elman": fastrnn.ElmanRNN, "lstm": fastrnn.LSTM, "gru": fastrnn.GRU}[cell]
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((12, 9, 2))
+    Y = rng.standard_normal((12, 9, 1))
+    lengths = rng.integers(1, 10, 12)
+    fitted = cls(2, 5, 1, num_layers=layers, bidirectional=bi, seed=3, dtype="float64")
+    manual = cls(2, 5, 1, num_layers=layers, bidirectional=bi, seed=3, dtype="float64")
+    fitted.fit(X, Y, lengths=lengths, epochs=2, batch_size=4, shuffle=False, clip_norm=None,
+               tbptt=tbptt, progress=False, lr=0.01)
+    opt = Adam(manual.params, lr=0.01)
+    for _ in range(2):
+        for s in range(0, 12, 4):
+            Xb, Yb, lb = X[s:s + 4], Y[s:s + 4], lengths[s:s + 4]
+            if tbptt is None:
+                opt.step(manual.loss_and_grad(Xb, Yb, lengths=lb)[1])
+                continue
+            state = None
+            for t0 in range(0, 9, tbptt):
+                rows = np.flatnonzero(lb > t0)
+                if rows.size == 0:
+                    continue
+                cl = np.minimum(lb[rows] - t0, min(tbptt, 9 - t0))
+                cl = None if (cl == min(tbptt, 9 - t0)).all() else cl
+                h0 = None if state is None else (
+                    tuple(s_[..., rows, :] for s_ in state) if isinstance(state, tuple)
+                    else state[..., rows, :])
+                loss, grads, last = manual.loss_and_grad(
+                    Xb[rows, t0:t0 + tbptt], Yb[rows, t0:t0 + tbptt], h0, lengths=cl,
+                    return_state=True)
+                opt.step(grads)
+                full = tuple(np.zeros_like(x) for x in last) if isinstance(last, tuple) \
+                    else np.zeros_like(last)
+                if state is not None:
+                    full = state
+                for s_, l_ in zip(full if isinstance(full, tuple) else (full,),
+                                  last if isinstance(last, tuple) else (last,)):
+                    s_[..., rows, :] = l_
+                state = full
+    for name in fitted.params:
+        np.testing.assert_array_equal(fitted.params[name], manual.params[name],
+                                      err_msg=name)
+
+
+def test_fit_checks_params_each_epoch():
+    """A callback that leaves a parameter unusable stops fit with an error naming it
+    (the lean inner path trusts the parameters between these checks)."""
+    class Break(fastrnn.Callback):
+        def on_epoch_end(self, model, history, logs):
+            model.params["W_s"][0, 0] = np.nan
+            return False
+
+    X, Y = delayed_copy(n=16)
+    m = fastrnn.ElmanRNN(1, 4, 1, seed=0)
+    with pytest.raises(ValueError, match="W_s"):
+        m.fit(X, Y, epochs=2, progress=False, callbacks=[Break()])
+
+    class Swap(fastrnn.Callback):
+        def on_epoch_end(self, model, history, logs):
+            model.params["b"] = model.params["b"].astype(np.float64)
+            return False
+
+    m = fastrnn.ElmanRNN(1, 4, 1, seed=0)
+    with pytest.raises(TypeError, match="'b'"):
+        m.fit(X, Y, epochs=2, progress=False, callbacks=[Swap()])
