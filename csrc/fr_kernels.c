@@ -174,3 +174,19 @@ FR_CLONES int fr_all_finite_##SFX(const T *a, ptrdiff_t n)                      
 
 FR_DEFINE_ALL_FINITE(float, f32, uint32_t, 0x7f800000u)
 FR_DEFINE_ALL_FINITE(double, f64, uint64_t, 0x7ff0000000000000u)
+
+
+void fr_prefetch_rows(const void *A, ptrdiff_t rows, ptrdiff_t ld_bytes, ptrdiff_t bytes,
+                      int write)
+{
+    const char *base = (const char *)A;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const char *row = base + r * ld_bytes;
+        if (write)
+            for (ptrdiff_t b = 0; b < bytes; b += 64)
+                __builtin_prefetch(row + b, 1, 3);
+        else
+            for (ptrdiff_t b = 0; b < bytes; b += 64)
+                __builtin_prefetch(row + b, 0, 3);
+    }
+}

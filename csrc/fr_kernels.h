@@ -64,6 +64,17 @@ double fr_xent_f32(float *Z, ptrdiff_t ld, const int64_t *y, ptrdiff_t rows, ptr
 double fr_xent_f64(double *Z, ptrdiff_t ld, const int64_t *y, ptrdiff_t rows, ptrdiff_t cols,
                    double scale, const double *weight);
 
+/*
+ * Software prefetch of `rows` rows of `bytes` bytes whose starts are ld_bytes apart (one time
+ * step of a batch-first array), into every cache level; write != 0: they will be written. The
+ * recurrences ask for the next step's blocks while they compute the current one when their
+ * arrays are too large to stay in cache: a step's rows are then far apart in memory, and the
+ * hardware prefetchers, which follow streams within a page, leave each row's first lines to
+ * miss.
+ */
+void fr_prefetch_rows(const void *A, ptrdiff_t rows, ptrdiff_t ld_bytes, ptrdiff_t bytes,
+                      int write);
+
 /* 1 if none of the n values is NaN or inf, else 0. */
 int fr_all_finite_f32(const float *a, ptrdiff_t n);
 int fr_all_finite_f64(const double *a, ptrdiff_t n);

@@ -15,6 +15,8 @@ cdef extern from "fr_kernels.h" nogil:
                          Py_ssize_t rows, Py_ssize_t cols, int act)
     void fr_act_grad_f64(double *G, Py_ssize_t ldg, const double *S, Py_ssize_t lds,
                          Py_ssize_t rows, Py_ssize_t cols, int act)
+    void fr_prefetch_rows(const void *A, Py_ssize_t rows, Py_ssize_t ld_bytes,
+                          Py_ssize_t bytes, int write)
     void fr_colsum_f32(const float *A, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
                        float *out)
     void fr_colsum_f64(const double *A, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
@@ -105,3 +107,21 @@ cdef inline double xent(floating *Z, const int64_t *y, Py_ssize_t rows, Py_ssize
         return fr_xent_f32(Z, cols, y, rows, cols, scale, weight)
     else:
         return fr_xent_f64(Z, cols, y, rows, cols, scale, weight)
+
+
+# A recurrence whose per-step blocks lie in arrays larger than this (bytes) prefetches the next
+# step's rows while it computes the current one (fr_prefetch_rows); smaller ones stay in cache
+# between the forward and the backward pass, where prefetching would only cost instructions.
+cdef enum:
+    PREFETCH_ABOVE_BYTES = 4194304      # 4 MiB
+
+
+cdef inline bint far_apart(Py_ssize_t elements, Py_ssize_t itemsize) noexcept nogil:
+    """Whether an array of this many elements is large enough to prefetch steps of."""
+    return elements * itemsize > PREFETCH_ABOVE_BYTES
+
+
+cdef inline void prefetch_step(const floating *A, Py_ssize_t rows, Py_ssize_t ld,
+                               Py_ssize_t cols, bint write) noexcept nogil:
+    """Prefetch the (rows, cols) block at A with leading dimension ld (one time step)."""
+    fr_prefetch_rows(A, rows, ld * sizeof(floating), cols * sizeof(floating), write)

@@ -26,7 +26,7 @@ from libc.string cimport memcpy, memset
 from fastrnn._blas cimport gemm
 from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm, weight_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
-from fastrnn._kernels cimport act_grad, bias_act, colsum
+from fastrnn._kernels cimport act_grad, bias_act, colsum, far_apart, prefetch_step
 from fastrnn.cells._recurrence cimport (add_partials, first_ld, first_rows, part,
                                         prev_state_gemm, row_norms)
 
@@ -57,12 +57,15 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *W
     """
     cdef int NT = N * T, TH = T * H
     cdef int p, t, ld_prev
+    cdef bint far = far_apart(NT * <Py_ssize_t> H, sizeof(floating))
     cdef Py_ssize_t n
     cdef const floating *prev
     # S (N*T, H) = X (N*T, I) @ W_x (I, H): the input projection of every step, one GEMM
     step_gemm(Wx, NT, X, I, 0, S, H)
     for p in range(T):                  # p: position in processing order, t: the step
         t = T - 1 - p if reverse else p
+        if far and p + 1 < T:           # the next step's block, while this one computes
+            prefetch_step(S + (t - 1 if reverse else t + 1) * H, N, TH, H, True)
         if p == 0:
             prev, ld_prev = h0, H
         else:
@@ -96,8 +99,14 @@ cdef void recur_backward(const floating *S, floating *G, bint full_dS, const Ste
     cdef Py_ssize_t n                   # element offsets may exceed 2**31
     cdef floating beta = 1 if full_dS else 0
     # dA_t = (dS_t + dA_{t+1} @ W_s^T) * phi'(S_t), the last processed step first
+    cdef int tn                         # the next step to process
+    cdef bint far = far_apart(N * <Py_ssize_t> T * H, sizeof(floating))
     for p in range(T - 1, -1, -1):
         t = T - 1 - p if reverse else p
+        if far and p > 0:               # the next step's blocks, while this one computes
+            tn = t + 1 if reverse else t - 1
+            prefetch_step(G + tn * H, N, TH, H, True)
+            prefetch_step(S + tn * H, N, TH, H, False)
         if p < T - 1:
             # G[:, t] (N, H) (+)= G[:, t+1] (N, H) @ W_s^T (H, H)      (G[:, t-1] if reverse)
             step_gemm(WsT, N, G + (t + step) * H, TH, beta, G + t * H, TH)

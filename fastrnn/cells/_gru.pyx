@@ -33,7 +33,7 @@ from libc.string cimport memcpy, memset
 from fastrnn._blas cimport gemm
 from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm, weight_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
-from fastrnn._kernels cimport colsum
+from fastrnn._kernels cimport colsum, far_apart, prefetch_step
 from fastrnn.cells._recurrence cimport (add_partials, first_ld, first_rows, part,
                                         prev_state_gemm, row_norms)
 
@@ -99,12 +99,19 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *W
     """
     cdef int G3 = 3 * H, TH = T * H, NT = N * T
     cdef int lda = T * G3, ldp, p, t
+    cdef int tn                         # the next step to process
+    cdef bint far = far_apart(NT * <Py_ssize_t> G3, sizeof(floating))
     cdef Py_ssize_t n, row
     cdef const floating *hp
     # A (N*T, 3H) = X (N*T, I) @ W_x (I, 3H): the input projection of every step and gate
     step_gemm(Wx, NT, X, I, 0, A, G3)
     for p in range(T):                  # p: position in processing order, t: the step
         t = T - 1 - p if reverse else p
+        if far and p + 1 < T:           # the next step's blocks, while this one computes
+            tn = t - 1 if reverse else t + 1
+            prefetch_step(A + tn * G3, N, lda, G3, True)
+            prefetch_step(Sn + tn * H, N, TH, H, True)
+            prefetch_step(Hs + tn * H, N, TH, H, True)
         hp, ldp = (h0, H) if p == 0 else (H_in + (t + 1 if reverse else t - 1) * H, TH)
         # R (N, 3H) = h_{t-1} (N, H) @ W_s (H, 3H)
         step_gemm(Ws, N, hp, ldp, 0, R, G3)
@@ -142,9 +149,18 @@ cdef void recur_backward(const floating *h0, const floating *Hs, floating *A, fl
     # with reverse and lengths, a sequence's first processed step (lengths[n] - 1) is not the
     # last one this loop visits: the carry into dh0 is taken there
     cdef bint dh0_in_loop = dh0_taken_in_loop(lengths, dh0, reverse)
+    cdef int tn                         # the next step to process
+    cdef bint far = far_apart(N * <Py_ssize_t> T * G3, sizeof(floating))
     memset(P, 0, N * <Py_ssize_t> H * sizeof(floating))
     for p in range(T - 1, -1, -1):
         t = T - 1 - p if reverse else p
+        if far and p > 0:               # the next step's blocks, while this one computes
+            tn = t + 1 if reverse else t - 1
+            prefetch_step(A + tn * G3, N, lda, G3, True)
+            prefetch_step(Sn + tn * H, N, TH, H, True)
+            prefetch_step(dH + tn * H, N, TH, H, True)
+            if p > 1:                   # h before the next step
+                prefetch_step(Hs + (tn - step) * H, N, TH, H, False)
         if p < T - 1:
             # dH[:, t] (N, H) (+)= dza[:, t+1, r|z] (N, 2H) @ W_s[:, r|z]^T (2H, H)
             #                     + dzs_n[:, t+1] (N, H) @ W_s[:, n]^T (H, H)

@@ -31,7 +31,7 @@ from libc.string cimport memcpy, memset
 from fastrnn._blas cimport gemm
 from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm, weight_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
-from fastrnn._kernels cimport colsum
+from fastrnn._kernels cimport colsum, far_apart, prefetch_step
 from fastrnn.cells._recurrence cimport (add_partials, first_ld, first_rows, part,
                                         prev_state_gemm, row_norms)
 
@@ -105,11 +105,18 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *c
     cdef Py_ssize_t n, row
     cdef const floating *hp
     cdef const floating *cp
+    cdef int tn                         # the next step to process
+    cdef bint far = far_apart(NT * <Py_ssize_t> G4, sizeof(floating))
     if project:
         # Z (N*T, 4H) = X (N*T, I) @ W_x (I, 4H): the input projection of every step and gate
         step_gemm(Wx, NT, X, I, 0, Z, G4)
     for p in range(T):                  # p: position in processing order, t: the step
         t = T - 1 - p if reverse else p
+        if far and p + 1 < T:           # the next step's blocks, while this one computes
+            tn = t - 1 if reverse else t + 1
+            prefetch_step(Z + tn * G4, N, ldz, G4, True)
+            prefetch_step(Cs + tn * H, N, TH, H, True)
+            prefetch_step(Hs + tn * H, N, TH, H, True)
         if p == 0:
             hp, cp, ldp = h0, c0, H
         else:
@@ -154,9 +161,17 @@ cdef void recur_backward(const floating *h0, const floating *c0, const floating 
     # with reverse and lengths, a sequence's first processed step (lengths[n] - 1) is not the
     # last one this loop visits: dc0 is taken there
     cdef bint dc0_in_loop = dc0_taken_in_loop(lengths, dc0, reverse)
+    cdef int tn                         # the next step to process
+    cdef bint far = far_apart(N * <Py_ssize_t> T * G4, sizeof(floating))
     memset(dc, 0, N * <Py_ssize_t> H * sizeof(floating))
     for p in range(T - 1, -1, -1):
         t = T - 1 - p if reverse else p
+        if far and p > 0:               # the next step's blocks, while this one computes
+            tn = t + 1 if reverse else t - 1
+            prefetch_step(Z + tn * G4, N, ldz, G4, True)
+            prefetch_step(dH + tn * H, N, TH, H, True)
+            if p > 1:                   # c before the next step
+                prefetch_step(Cs + (tn - step) * H, N, TH, H, False)
         if p < T - 1:
             # dH[:, t] (N, H) (+)= dZ[:, t+1] (N, 4H) @ W_s^T (4H, H)      (dZ[:, t-1] if reverse)
             step_gemm(WsT, N, Z + (t + step) * G4, ldz, beta, dH + t * H, TH)
