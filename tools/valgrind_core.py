@@ -23,6 +23,7 @@ setting: the activation and the forget gate change only the element-wise kernels
 not which code runs around them), which keeps the run under valgrind to a few minutes.
 Then 2-layer bidirectional stacks of every cell (stack_predict, stack_loss_and_grad:
 the reverse direction's loops, with and without lengths, dropout masks, sample weights).
+Then single layers and stacks of every cell with their batch split across 2 and 3 threads.
 Then loss_and_grad of every cell from two threads at once (the per-thread workspace is
 shared by every cell: each call replaces another cell's), and the element-wise helpers.
 
@@ -429,6 +430,26 @@ def main():
                            weighted=i % 3 == 0, masks=i % 4 == 1)
             count += 1
             per_cell[f"{cell}{options} stack"] = per_cell.get(f"{cell}{options} stack", 0) + 1
+    # A batch split across threads (fastrnn/_threads.py): every call splits (no minimum
+    # work), 2 and 3 threads over N = 3 and 5 sequences, single layers (the full set of
+    # switches: lengths, both targets, softmax, norms, input gradients) and stacks (the
+    # reverse direction, each thread's share of the weight gradients).
+    from fastrnn import _threads
+    saved, _threads.SPLIT_WORK = _threads.SPLIT_WORK, 0
+    try:
+        for k, (cell, options) in enumerate((("elman", ("tanh",)), ("lstm", (True,)),
+                                             ("gru", ()))):
+            for j, (dtype, output, target) in enumerate(itertools.product(
+                    DTYPES, ("linear", "softmax"), ("sequence", "last"))):
+                with fastrnn.threads(2 + (j + k) % 2):
+                    run(cell, options, 3 + 2 * (j % 2), 4, 2, 5, 3, dtype, output, target,
+                        j % 3 != 0)
+                    if j < 4:
+                        run_stack_case(cell, options, 5, dtype, target, j % 2 == 0,
+                                       seed=count, weighted=j == 1, masks=j == 2)
+                        count += 1
+    finally:
+        _threads.SPLIT_WORK = saved
     threads_check()
     count += 1
     # The element-wise helpers the tests also reach directly.

@@ -401,28 +401,10 @@ def predict(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp
 def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cnp.ndarray b,
              cnp.ndarray S, cnp.ndarray dS, str activation, lengths=None):
     """BPTT gradients {"X", "h0", "W_x", "W_s", "b"} given dS = dLoss/dS (N, T, H).
-    With lengths, dS past a sequence's end is ignored."""
-    cdef Net n = make_net(X, h0, W_x, W_s, b, activation, lengths)
-    dt = X.dtype
-    G = dS.copy()                                       # becomes dA in place
-    grads = {"X": np.empty_like(X), "h0": np.empty((n.N, n.H), dt),
-             "W_x": np.empty((n.In, n.H), dt), "W_s": np.empty((n.H, n.H), dt),
-             "b": np.empty(n.H, dt)}
-    D, WpT = np.empty((n.N, n.H), dt), np.empty(packed_shapes(&n, X)[1], dt)
-    n.G, n.D = data(G), data(D)
-    use_packed(&n, WpT, WpT)
-    n.dX, n.dh0, n.dW_x = data(grads["X"]), data(grads["h0"]), data(grads["W_x"])
-    n.dW_s, n.db = data(grads["W_s"]), data(grads["b"])
-    partials = use_partials(&n, dt)
-    cdef void *Sp = data(S)
-    with one_blas_thread(n.threads):
-        if is_float32(X):
-            with nogil:
-                net_backward(&n, <const float *> Sp, True)
-        else:
-            with nogil:
-                net_backward(&n, <const double *> Sp, True)
-    return grads
+    With lengths, dS past a sequence's end is ignored. (The Elman cell's backward pass needs
+    nothing but the states: this is backward_train on a copy of dS.)"""
+    return backward_train(X, h0, W_x, W_s, b, (S,), (), dS.copy(), activation, lengths, False,
+                          True)
 
 
 def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
