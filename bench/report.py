@@ -4,10 +4,15 @@ every cell.
     python bench/report.py                   # the whole grid, every cell, 1 and 2 threads
     python bench/report.py --quick           # fewer repeats, no large config, no sweeps
     python bench/report.py --configs small med --threads 1 --dtype float64 --cells lstm
+    python bench/report.py --only-scaling    # two cores against one (loss_and_grad, fit)
+    python bench/tables.py; python bench/roofline.py     # README's tables; the plot
 
 Everything is measured in this one process, implementations alternating in blocks (each
 block first runs untimed for a moment, so the previous library's idle BLAS/OpenMP threads
-have stopped spinning), and medians are reported. Threads are pinned with threadpoolctl
+have stopped spinning), and medians are reported. The roofline, a 2048^3 NumPy matmul, is
+one more implementation in every row's blocks, so each share of the peak is against the
+machine's speed at the time of that row. JAX is pinned to one thread (XLA_FLAGS) and runs
+in the one-thread rows only. Threads are pinned with threadpoolctl
 (every BLAS loaded) and torch.set_num_threads. Writes the table to stdout and everything to
 JSON (--json, default bench/results/report.json).
 """
@@ -63,6 +68,17 @@ def measure(impls, rounds, warmup_s=0.15, min_calls=3, min_s=0.1):
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
+PEAK_N = 2048
+
+
+def peak_gemm_call(dtype):
+    """One large NumPy matmul of dtype (PEAK_N^3): the roofline, timed alongside each row."""
+    rng = np.random.default_rng(0)
+    A, B = (rng.standard_normal((PEAK_N, PEAK_N)).astype(dtype) for _ in range(2))
+    C = np.empty((PEAK_N, PEAK_N), dtype)
+    return lambda: np.matmul(A, B, out=C)
+
+
 def peak_sgemm(threads, dtype="float32", n=2048, rounds=5):
     """GFLOP/s of a large NumPy matmul: this machine's practical GEMM peak."""
     rng = np.random.default_rng(0)
@@ -107,10 +123,15 @@ def run_grid(configs, threads_list, dtype, rounds, peak, kind="loss_and_grad",
             impls = workloads.implementations(*dims, dtype=dtype, kind=kind, cell=cell,
                                               jax_too=jax_too and dtype == "float32")
             big = name == "large"
+            gemm = peak_gemm_call(dtype)
             for threads in threads_list:
+                # JAX is pinned to one thread (workloads.jax_impl): only in one-thread rows
+                row_impls = {k: f for k, f in impls.items() if threads == 1 or k != "jax"}
                 with set_threads(threads):
-                    t = measure(impls, rounds if not big else max(2, rounds // 2),
+                    t = measure({**row_impls, "peak": gemm},
+                                rounds if not big else max(2, rounds // 2),
                                 warmup_s=0.0 if big else 0.15, min_calls=1 if big else 3)
+                row_peak = 2 * PEAK_N ** 3 / t.pop("peak") / 1e9
                 flops = flops_of(*dims, cell=cell)
                 for impl, sec in t.items():
                     rows.append({
@@ -120,7 +141,10 @@ def run_grid(configs, threads_list, dtype, rounds, peak, kind="loss_and_grad",
                         "vs_torch": t["torch"] / sec if "torch" in t else None,
                         "vs_jax": t["jax"] / sec if "jax" in t else None,
                         "gflops": flops / sec / 1e9,
-                        "pct_peak": 100 * flops / sec / 1e9 / peak[threads],
+                        # the GEMM peak measured alternating with this row's calls (the
+                        # machine's speed drifts: a peak taken once at the start is not it)
+                        "peak_gflops": row_peak,
+                        "pct_peak": 100 * flops / sec / 1e9 / row_peak,
                     })
                 print_rows(rows[-len(t):])
     return rows
@@ -133,7 +157,8 @@ def print_rows(rows):
         print(f"{r['kind'][:4]:4} {r['cell']:5} {r['config']:6} {r['dtype']:7} "
               f"thr={r['threads']} {r['impl']:7} {r['median_s'] * 1e3:10.3f} ms  vs numpy "
               f"{r['vs_numpy']:6.2f}x  vs torch {vs['vs_torch']}  vs jax {vs['vs_jax']}  "
-              f"{r['gflops']:7.1f} GFLOP/s  {r['pct_peak']:5.1f}% peak", flush=True)
+              f"{r['gflops']:7.1f} GFLOP/s  {r['pct_peak']:5.1f}% of "
+              f"{r['peak_gflops']:.0f}", flush=True)
 
 
 def stack_rows(threads_list, rounds, peak):
@@ -143,15 +168,19 @@ def stack_rows(threads_list, rounds, peak):
     impls = workloads.stack_implementations(cell, L, bi, *dims)
     flops = workloads.stack_flops(cell, L, bi, *dims)
     out = []
+    gemm = peak_gemm_call("float32")
     for threads in threads_list:
         with set_threads(threads):
-            t = measure(impls, max(2, rounds // 2), warmup_s=0.0, min_calls=2)
+            t = measure({**impls, "peak": gemm}, max(2, rounds // 2), warmup_s=0.0,
+                        min_calls=2)
+        row_peak = 2 * PEAK_N ** 3 / t.pop("peak") / 1e9
         row = {"cell": cell, "num_layers": L, "bidirectional": bi, "dims": dims,
                "threads": threads, "median_s": t,
                "vs_torch": t["torch"] / t["cython"] if "torch" in t else None,
                "vs_numpy": t["numpy"] / t["cython"],
                "over_layers": t["cython"] / t["cython_layers"],
-               "pct_peak": 100 * flops / t["cython"] / 1e9 / peak[threads]}
+               "peak_gflops": row_peak,
+               "pct_peak": 100 * flops / t["cython"] / 1e9 / row_peak}
         out.append(row)
         vs = f"{row['vs_torch']:5.2f}x" if row["vs_torch"] else "    -"
         print(f"stack {cell} L={L} bidirectional={bi} {dims} thr={threads}  cython "
@@ -296,9 +325,9 @@ def main(argv=None):
     if args.only_stack:
         args.dtype, args.configs, args.no_sweeps, args.no_scaling = [], [], True, True
     if not args.no_scaling:
-        result["scaling"] = [row for dtype in args.dtype
-                             for row in scaling_rows(args.configs, args.cells, dtype,
-                                                     args.rounds)]
+        # the first dtype only (float32 by default): the split is the same for both
+        result["scaling"] = scaling_rows(args.configs, args.cells, args.dtype[0],
+                                         args.rounds) if args.dtype else []
     if args.only_scaling:
         args.dtype, args.configs, args.no_sweeps = [], [], True
     for dtype in args.dtype:

@@ -95,6 +95,12 @@ def torch_impl(X, Y, model, kind="loss_and_grad"):
 def jax_impl(X, Y, model, kind="loss_and_grad"):
     """The same network in JAX: jax.lax.scan over time (time-major), jax.grad of the MSE,
     jitted; or None if JAX is not installed. The call blocks until the result is ready."""
+    # XLA runs its CPU work on its own thread pool, which neither threadpoolctl nor torch's
+    # settings reach: pinned to one thread here (before jax is first imported) so that its
+    # rows are one-core rows like the others; set XLA_FLAGS yourself to measure it otherwise.
+    import os
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
+                                       "intra_op_parallelism_threads=1")
     try:
         import jax
         import jax.numpy as jnp
