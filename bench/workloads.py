@@ -92,18 +92,37 @@ def torch_impl(X, Y, model, kind="loss_and_grad"):
     return loss_and_grad if kind == "loss_and_grad" else forward
 
 
+_JAX = None
+
+
+def _jax_on_one_core():
+    """(jax, jax.numpy), with XLA's CPU thread pool on one core. XLA runs its work on threads
+    of its own, which neither threadpoolctl nor torch's settings reach (nor, in JAX 0.10,
+    XLA_FLAGS' eigen/intra-op switches: its "one-thread" large rows ran at 1.2x one core's
+    peak). Its threads are made while the calling thread is pinned to one core, so they
+    inherit that affinity; the caller's own is then restored. Its rows are one-core rows."""
+    global _JAX
+    if _JAX is None:
+        import os
+        os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
+                                           "intra_op_parallelism_threads=1")
+        cpus = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {max(cpus)})
+        try:
+            import jax
+            import jax.numpy as jnp
+            jax.jit(lambda a: (a @ a).sum())(jnp.ones((256, 256))).block_until_ready()
+        finally:
+            os.sched_setaffinity(0, cpus)
+        _JAX = jax, jnp
+    return _JAX
+
+
 def jax_impl(X, Y, model, kind="loss_and_grad"):
     """The same network in JAX: jax.lax.scan over time (time-major), jax.grad of the MSE,
     jitted; or None if JAX is not installed. The call blocks until the result is ready."""
-    # XLA runs its CPU work on its own thread pool, which neither threadpoolctl nor torch's
-    # settings reach: pinned to one thread here (before jax is first imported) so that its
-    # rows are one-core rows like the others; set XLA_FLAGS yourself to measure it otherwise.
-    import os
-    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
-                                       "intra_op_parallelism_threads=1")
     try:
-        import jax
-        import jax.numpy as jnp
+        jax, jnp = _jax_on_one_core()
     except ImportError:
         return None
     cell = model.cell.name

@@ -111,9 +111,16 @@ def threads(count):
 
 
 def thread_cap():
-    """The current cap: the innermost threads(k), else SciPy's BLAS thread count."""
+    """The current cap: the innermost threads(k), else SciPy's BLAS thread count (the one it
+    had before a split call set it to one, while one runs: a stack's layers inside its
+    one_blas_thread, or another Python thread's call, see the count the user set)."""
     cap = _cap.get()
-    return scipy_blas_threads() if cap is None else cap
+    if cap is not None:
+        return cap
+    with _blas_lock:
+        if _blas_users:
+            return max((n for _, n in _blas_saved), default=1) or 1
+    return scipy_blas_threads()
 
 
 # GNU OpenMP (libgomp) is not fork-safe: a child forked after the parent ran a parallel region

@@ -16,6 +16,8 @@ them); be is the cell's backend module, hd the head's (fastrnn._head or fastrnn.
 """
 import numpy as np
 
+from ._threads import one_blas_thread, thread_cap
+
 
 def forward(be, X, state0, weights, options, lengths, D, train, masks=None):
     """(top, record): the top layer's states (N, T, D*H) and, per (layer, direction), the
@@ -64,8 +66,9 @@ def head_input(top, record, lengths, D, target):
 def predict(be, hd, X, state0, weights, W_y, b_y, options, output, lengths, D):
     """(Y (N, T, O), top (N, T, D*H), final states): the outputs at every step from the top
     layer's states (both directions), as fastrnn.head.predict."""
-    top, record = forward(be, X, state0, weights, options, lengths, D, train=False)
-    return hd.predict(top, W_y, b_y, output), top, final_states(record, lengths, D)
+    with one_blas_thread(thread_cap()):     # see loss_and_grad
+        top, record = forward(be, X, state0, weights, options, lengths, D, train=False)
+        return hd.predict(top, W_y, b_y, output), top, final_states(record, lengths, D)
 
 
 def loss_and_grad(be, hd, cell, X, Y, state0, weights, W_y, b_y, options, output, target,
@@ -73,6 +76,16 @@ def loss_and_grad(be, hd, cell, X, Y, state0, weights, W_y, b_y, options, output
     """(loss, grads, final states): grads["layers"] a list of L*D dicts (the cell's weight
     gradients, and "X", "h0"... of layers above 0), "W_y", "b_y", and if input_grads "X"
     and for each cell state its initial state's gradient (L*D, N, H) ("h0", "c0")."""
+    # The layers split their batch across threads with SciPy's BLAS on one thread; the head
+    # between them runs on one BLAS thread as well, so that BLAS's own pool does not wake
+    # up between the layers and spin against their threads.
+    with one_blas_thread(thread_cap()):
+        return _loss_and_grad(be, hd, cell, X, Y, state0, weights, W_y, b_y, options, output,
+                              target, lengths, D, input_grads, masks, sample_weight)
+
+
+def _loss_and_grad(be, hd, cell, X, Y, state0, weights, W_y, b_y, options, output, target,
+                   lengths, D, input_grads, masks, sample_weight):
     L = len(weights) // D
     top, record = forward(be, X, state0, weights, options, lengths, D, train=True,
                           masks=masks)

@@ -213,3 +213,21 @@ def test_fork_after_a_split_call_does_not_hang(splits):
     child_loss, child_threads = queue.get(timeout=10)
     assert child_threads == 1
     np.testing.assert_allclose(child_loss, loss, rtol=1e-12)
+
+
+def test_stacks_split_under_their_own_blas_pin(monkeypatch):
+    """A stack holds SciPy's BLAS on one thread around its layers (so that BLAS's pool does
+    not spin against theirs); its layers must still see the thread count the user set."""
+    seen = []
+    real = _threads.batch_threads
+    monkeypatch.setattr(_threads, "SPLIT_WORK", 0)
+    monkeypatch.setattr(_threads, "batch_threads",
+                        lambda N, work: seen.append(real(N, work)) or seen[-1])
+    from threadpoolctl import threadpool_limits
+    model, X, Y, _ = problem("gru", 2, True, np.float32)
+    with threadpool_limits(2, user_api="blas"):        # as on two cores
+        assert _threads.scipy_blas_threads() == 2
+        model.loss_and_grad(X, Y)
+        model.predict(X)
+        assert _threads.scipy_blas_threads() == 2
+    assert seen and set(seen) == {2}
