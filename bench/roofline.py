@@ -1,6 +1,6 @@
 """Roofline plot of a bench/report.py run: achieved GFLOP/s of every implementation on every
-loss_and_grad row, against the peak SGEMM rate measured in the same run (one line per
-thread count), one panel per cell and dtype.
+loss_and_grad row, against the peak GEMM rate measured alongside that row (grey bars; one
+and two threads), one panel per cell and dtype.
 
     python bench/roofline.py [bench/results/report.json] [-o bench/results/roofline.png]
 
@@ -29,11 +29,14 @@ def main(argv=None):
     panels = sorted({(r["cell"], r["dtype"]) for r in rows})
     configs = list(dict.fromkeys(r["config"] for r in rows))
 
+    def row_peak(r):            # measured alongside the row (older reports: once per run)
+        return r.get("peak_gflops", peak[r["threads"]])
+
     for r in rows:
         if r["impl"] == "cython":
             print(f"{r['cell']:5} {r['config']:6} {r['dtype']:7} {r['threads']} thread(s): "
                   f"{r['gflops']:6.1f} GFLOP/s = {r['pct_peak']:5.1f}% of "
-                  f"{peak[r['threads']]:.0f}")
+                  f"{row_peak(r):.0f}")
 
     import matplotlib
     matplotlib.use("Agg")
@@ -41,11 +44,14 @@ def main(argv=None):
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), sharey=True,
                              squeeze=False)
     for ax, (cell, dtype) in zip(axes[0], panels):
-        for threads, style in ((1, "-"), (2, "--")):
-            if threads in peak:
-                ax.axhline(peak[threads], color="grey", ls=style, lw=1)
-                ax.text(len(configs) - 0.5, peak[threads], f" peak, {threads} thr",
-                        va="bottom", ha="right", fontsize=7, color="grey")
+        for threads in (1, 2):          # the peak GEMM rate measured with each row
+            pts = [(configs.index(r["config"]), row_peak(r)) for r in rows
+                   if r["cell"] == cell and r["dtype"] == dtype and r["impl"] == "cython"
+                   and r["threads"] == threads]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot([x + (0.08 if threads == 2 else -0.08) for x in xs], ys, "_",
+                        color="grey", ms=18, mew=2, label=f"peak GEMM, {threads} thr")
         for impl, marker in MARKERS.items():
             for threads, fill in ((1, "full"), (2, "none")):
                 pts = [(configs.index(r["config"]), r["gflops"]) for r in rows

@@ -294,7 +294,10 @@ class RecurrentModel:
         the backends take, lengths int64 or None, sample_weight float64 or None; state None
         or the tuple of the cell's states, (N, H) or (L*D, N, H) each, as fit carries them)
         and the parameters as the optimizer keeps them (fit checks those once per epoch)."""
-        p = self.params
+        # the parameters as the compiled calls take them: C-contiguous and aligned (a
+        # Fortran-ordered or unaligned one, which fit still trains in place, as a copy)
+        p = {k: w if w.flags.c_contiguous and w.flags.aligned else
+             np.require(w, requirements="CA") for k, w in self.params.items()}
         N = X.shape[0]
         options = self._options()
         be = self.cell.backend(self.backend)

@@ -335,16 +335,20 @@ def check_data(model, X, Y, lengths, target, name="X"):
 
 def check_params(model):
     """The model's parameters as fit's lean inner path trusts them: every one present with
-    its shape, an aligned, writeable, C-contiguous ndarray of the model's dtype, finite
-    (ValueError/TypeError naming it otherwise). The optimizer updates them in place and
-    the rollback keeps them finite, so fit checks them once per epoch, not per batch."""
+    its shape, a writeable ndarray of the model's (native) dtype, finite (ValueError or
+    TypeError naming it otherwise; fit trains them in place, so it cannot work on a copy).
+    The optimizer updates them in place and the rollback keeps them finite, so fit checks
+    them once per epoch, not per batch. (Fortran-ordered or unaligned ones train too: the
+    compiled calls get a C-contiguous copy of them, model._train_loss_and_grad.)"""
     model._weights()                                    # present, with their shapes
     for name, w in model.params.items():
-        if not (isinstance(w, np.ndarray) and w.dtype == model.dtype
-                and w.flags.c_contiguous and w.flags.aligned and w.flags.writeable):
-            raise TypeError(f"model.params[{name!r}] must be a writeable C-contiguous "
-                            f"{np.dtype(model.dtype).name} ndarray during fit; got "
-                            f"{type(w).__name__} {getattr(w, 'dtype', '')}")
+        if not (isinstance(w, np.ndarray) and w.dtype == model.dtype and w.flags.writeable):
+            got = (f"a read-only {w.dtype} array" if isinstance(w, np.ndarray)
+                   and not w.flags.writeable else f"{type(w).__name__} "
+                   f"{getattr(w, 'dtype', '')}")
+            raise TypeError(f"model.params[{name!r}] must be a writeable "
+                            f"{np.dtype(model.dtype).name} ndarray during fit (it is trained "
+                            f"in place); got {got}")
         if not _validate._all_finite(w):
             raise ValueError(f"model.params[{name!r}] has non-finite values")
 
