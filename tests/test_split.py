@@ -231,3 +231,22 @@ def test_stacks_split_under_their_own_blas_pin(monkeypatch):
         model.predict(X)
         assert _threads.scipy_blas_threads() == 2
     assert seen and set(seen) == {2}
+
+
+@pytest.mark.parametrize("cell", list(MODELS))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_split_input_and_initial_state_gradients_of_a_stack(splits, cell, dtype):
+    """The reverse direction with lengths takes dh0 (and the LSTM's dc0) inside its loop, at
+    each sequence's own last step: under a split too, for every layer and direction."""
+    model, X, Y, lengths = problem(cell, 2, True, dtype, N=6)
+    rng = np.random.default_rng(1)
+    h0 = tuple(rng.standard_normal((4, 6, H)).astype(dtype) for _ in model.cell.states)
+    h0 = h0 if len(h0) > 1 else h0[0]
+    with fastrnn.threads(1):
+        ref = model.loss_and_grad(X, Y, h0, lengths=lengths, input_grads=True)
+    splits.clear()
+    with fastrnn.threads(2):
+        got = model.loss_and_grad(X, Y, h0, lengths=lengths, input_grads=True)
+    assert set(splits) == {2}
+    assert {"X", "h0"} <= set(got[1])
+    assert_grads_close(ref, got, dtype)
