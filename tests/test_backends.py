@@ -41,7 +41,10 @@ def test_loss_and_grad_agree(c):
     loss_c, g_c = fastrnn.elman_loss_and_grad(**p, **kw, backend="cython")
     loss_n, g_n = fastrnn.elman_loss_and_grad(**p, **kw, backend="numpy")
     assert isinstance(loss_c, float) and isinstance(loss_n, float)
-    assert abs(loss_c - loss_n) <= rtol * max(abs(loss_n), 1e-30)
+    # a cross-entropy near 0 is a difference of two log-sum-exps of the logits' size, so
+    # float32 knows it to ~1e-7 absolute, not relative (hypothesis found 3.9e-4 off by 1.1e-4
+    # relative): compared on the scale of 1 below that
+    assert abs(loss_c - loss_n) <= rtol * max(abs(loss_n), 1.0)
     assert set(g_c) == set(g_n)
     # a gradient tiny by cancellation (float32 softmax b_y: 5e-5 from terms ~1/N, off by
     # 0.2% in one seen case) is compared on the scale of the problem's gradients
