@@ -2,9 +2,9 @@
 will use, cheaply enough to ask on every call (~1 us after the first), and how many threads
 a compiled recurrence splits its batch across."""
 import contextlib
+import contextvars
 import ctypes
 import os
-import contextvars
 import threading
 
 import numpy as np
@@ -78,10 +78,10 @@ def packed_products(N, gates, H):
 # ---------------------------------------------------------------------------------------------
 # Splitting a batch across threads. The sequences of a batch never interact inside a
 # recurrence, so each thread runs its own rows' whole time loop (forward, then backward) on
-# the single-threaded packed kernel, with no synchronisation per step; the merged weight
-# gradients are then split by output columns. The cells ask batch_threads() how many threads a
-# call gets; threads(k) (the `threads=` argument of fit and the functional layer) caps it, and
-# so does threadpoolctl's limit on SciPy's BLAS when no cap is given.
+# the single-threaded packed kernel, with no synchronisation per step, then its share of the
+# merged weight gradients (summed afterwards in a fixed order). The cells ask batch_threads()
+# how many threads a call gets; threads(k) (the `threads=` argument of fit and the functional
+# layer) caps it, and so does threadpoolctl's limit on SciPy's BLAS when no cap is given.
 
 # Below this many multiply-adds per call (N * T * G*H * (I + H), the forward pass) a second
 # thread's start-up (a few microseconds) is not worth it.

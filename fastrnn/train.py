@@ -21,8 +21,7 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import _validate, head
-from . import _threads
+from . import _threads, _validate, head
 from ._threads import SINGLE_THREAD_WORK
 from .optim import (CosineLR, Optimizer, clip_by_global_norm, clip_by_value, global_norm,
                     make_optimizer)

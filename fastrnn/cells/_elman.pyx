@@ -167,6 +167,12 @@ ctypedef struct Net:
     int N, T, In, H, act     # In = I (a C macro of that name comes with complex.h)
 
 
+cdef inline Py_ssize_t share_size(Net *n) noexcept nogil:
+    """Elements of one thread's share of the weight gradients: one block of n.partials,
+    laid out [dW_x | dW_s | db]."""
+    return <Py_ssize_t> n.In * n.H + n.H * n.H + n.H
+
+
 cdef void net_forward(Net *n, floating *S) noexcept nogil:
     # W_s (H, H), packed once for the T per-step products (or left to BLAS)
     step_b(&n.Ws, <const floating *> n.W_s, n.H, n.H, n.H, False, n.Wp)
@@ -182,7 +188,7 @@ cdef void net_forward(Net *n, floating *S) noexcept nogil:
 
 cdef void forward_part(Net *n, floating *S, int parts, int c) noexcept nogil:
     """recur_forward on part c of the batch (its sequences never meet the others)."""
-    cdef Py_ssize_t r0 = part(n.N, parts, c, 1), r1 = part(n.N, parts, c + 1, 1)
+    cdef Py_ssize_t r0 = part(n.N, parts, c), r1 = part(n.N, parts, c + 1)
     cdef Py_ssize_t T = n.T, H = n.H
     recur_forward(<const floating *> n.X + r0 * T * n.In, <const floating *> n.h0 + r0 * H,
                   <const floating *> n.W_x, <const floating *> n.W_s, <const floating *> n.b,
@@ -212,7 +218,7 @@ cdef void net_backward(Net *n, const floating *S, bint full_dS) noexcept nogil:
 
 cdef void sum_partials(Net *n, floating *dW_x) noexcept nogil:
     """dW_x, dW_s, db += the other parts' shares (n.partials)."""
-    cdef Py_ssize_t I = n.In, H = n.H, size = I * H + H * H + H
+    cdef Py_ssize_t I = n.In, H = n.H, size = share_size(n)
     cdef const floating *P = <const floating *> n.partials
     add_partials(dW_x, P, n.threads - 1, I * H, size)
     add_partials(<floating *> n.dW_s, P + I * H, n.threads - 1, H * H, size)
@@ -223,14 +229,14 @@ cdef void backward_part(Net *n, const floating *S, bint full_dS, int parts,
                         int c) noexcept nogil:
     """recur_backward on part c of the batch, then its rows of dX and its share of the
     weight gradients (part 0 into the gradients, part c > 0 into partials block c-1)."""
-    cdef Py_ssize_t r0 = part(n.N, parts, c, 1), r1 = part(n.N, parts, c + 1, 1)
+    cdef Py_ssize_t r0 = part(n.N, parts, c), r1 = part(n.N, parts, c + 1)
     cdef Py_ssize_t T = n.T, H = n.H, I = n.In
     cdef floating *G = <floating *> n.G + r0 * T * H
     cdef floating *dW_x = <floating *> n.dW_x
     cdef floating *dW_s = <floating *> n.dW_s
     cdef floating *db = <floating *> n.db
     if c > 0:                           # [dW_x | dW_s | db] of part c, summed in afterwards
-        dW_x = <floating *> n.partials + (c - 1) * (I * H + H * H + H)
+        dW_x = <floating *> n.partials + (c - 1) * share_size(n)
         dW_s, db = dW_x + I * H, dW_x + I * H + H * H
     recur_backward(S + r0 * T * H, G, full_dS, &n.WsT,
                    n.lengths + r0 if n.lengths != NULL else NULL,
@@ -287,7 +293,7 @@ cdef object use_partials(Net *n, dt):
     pointing at it (None when the call is not split)."""
     if n.threads <= 1:
         return None
-    partials = np.empty((n.threads - 1) * (n.In * n.H + n.H * n.H + n.H), dt)
+    partials = np.empty((n.threads - 1) * share_size(n), dt)
     n.partials = data(partials)
     return partials
 

@@ -255,6 +255,12 @@ ctypedef struct Net:
     int N, T, In, H     # In = I (a C macro of that name comes with complex.h)
 
 
+cdef inline Py_ssize_t share_size(Net *n) noexcept nogil:
+    """Elements of one thread's share of the weight gradients: one block of n.partials,
+    laid out [dW_x | dW_s | db | db_s]."""
+    return (<Py_ssize_t> n.In + n.H + 2) * 3 * n.H
+
+
 cdef void net_forward(Net *n, const floating *H_in, floating *Hs) noexcept nogil:
     # W_s (H, 3H), packed once for the T per-step products (or left to BLAS)
     step_b(&n.Ws, <const floating *> n.W_s, 3 * n.H, n.H, 3 * n.H, False, n.Wp)
@@ -271,7 +277,7 @@ cdef void net_forward(Net *n, const floating *H_in, floating *Hs) noexcept nogil
 cdef void forward_part(Net *n, const floating *H_in, floating *Hs, int parts,
                        int c) noexcept nogil:
     """recur_forward on part c of the batch (its sequences never meet the others)."""
-    cdef Py_ssize_t r0 = part(n.N, parts, c, 1), r1 = part(n.N, parts, c + 1, 1)
+    cdef Py_ssize_t r0 = part(n.N, parts, c), r1 = part(n.N, parts, c + 1)
     cdef Py_ssize_t T = n.T, H = n.H
     recur_forward(<const floating *> n.X + r0 * T * n.In, <const floating *> n.h0 + r0 * H,
                   <const floating *> n.W_x, <const floating *> n.W_s, <const floating *> n.b,
@@ -313,7 +319,7 @@ cdef void net_backward(Net *n, const floating *Hs, bint full_dH) noexcept nogil:
 
 cdef void sum_partials(Net *n, floating *dW_x) noexcept nogil:
     """dW_x, dW_s, db, db_s += the other parts' shares (n.partials)."""
-    cdef Py_ssize_t I = n.In, H = n.H, G3 = 3 * n.H, size = (I + H + 2) * G3
+    cdef Py_ssize_t I = n.In, H = n.H, G3 = 3 * n.H, size = share_size(n)
     cdef const floating *P = <const floating *> n.partials
     add_partials(dW_x, P, n.threads - 1, I * G3, size)
     add_partials(<floating *> n.dW_s, P + I * G3, n.threads - 1, H * G3, size)
@@ -325,7 +331,7 @@ cdef void backward_part(Net *n, const floating *Hs, bint full_dH, int parts,
                         int c) noexcept nogil:
     """recur_backward on part c of the batch, then its rows of dX and its share of the
     weight gradients (part 0 into the gradients, part c > 0 into partials block c-1)."""
-    cdef Py_ssize_t r0 = part(n.N, parts, c, 1), r1 = part(n.N, parts, c + 1, 1)
+    cdef Py_ssize_t r0 = part(n.N, parts, c), r1 = part(n.N, parts, c + 1)
     cdef Py_ssize_t T = n.T, H = n.H, I = n.In, G3 = 3 * n.H
     cdef floating *A = <floating *> n.A + r0 * T * G3
     cdef floating *Sn = <floating *> n.Sn + r0 * T * H
@@ -334,7 +340,7 @@ cdef void backward_part(Net *n, const floating *Hs, bint full_dH, int parts,
     cdef floating *db = <floating *> n.db
     cdef floating *db_s = <floating *> n.db_s
     if c > 0:                   # [dW_x | dW_s | db | db_s] of part c, summed in afterwards
-        dW_x = <floating *> n.partials + (c - 1) * (I + H + 2) * G3
+        dW_x = <floating *> n.partials + (c - 1) * share_size(n)
         dW_s, db, db_s = dW_x + I * G3, dW_x + (I + H) * G3, dW_x + (I + H + 1) * G3
     recur_backward(<const floating *> n.h0 + r0 * H, Hs + r0 * T * H, A, Sn,
                    <floating *> n.dH + r0 * T * H, full_dH,
@@ -400,7 +406,7 @@ cdef object use_partials(Net *n, dt):
     pointing at it (None when the call is not split)."""
     if n.threads <= 1:
         return None
-    partials = np.empty((n.threads - 1) * (n.In + n.H + 2) * 3 * n.H, dt)
+    partials = np.empty((n.threads - 1) * share_size(n), dt)
     n.partials = data(partials)
     return partials
 

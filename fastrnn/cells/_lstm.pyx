@@ -265,6 +265,12 @@ ctypedef struct Net:
     bint forget_gate
 
 
+cdef inline Py_ssize_t share_size(Net *n) noexcept nogil:
+    """Elements of one thread's share of the weight gradients: one block of n.partials,
+    laid out [dW_x | dW_s | db]."""
+    return (<Py_ssize_t> n.In + n.H + 1) * 4 * n.H
+
+
 cdef void net_forward(Net *n, floating *Hs, bint project) noexcept nogil:
     # W_s (H, 4H), packed once for the T per-step products (or left to BLAS)
     step_b(&n.Ws, <const floating *> n.W_s, 4 * n.H, n.H, 4 * n.H, False, n.Wp)
@@ -280,7 +286,7 @@ cdef void net_forward(Net *n, floating *Hs, bint project) noexcept nogil:
 
 cdef void forward_part(Net *n, floating *Hs, bint project, int parts, int c) noexcept nogil:
     """recur_forward on part c of the batch (its sequences never meet the others)."""
-    cdef Py_ssize_t r0 = part(n.N, parts, c, 1), r1 = part(n.N, parts, c + 1, 1)
+    cdef Py_ssize_t r0 = part(n.N, parts, c), r1 = part(n.N, parts, c + 1)
     cdef Py_ssize_t T = n.T, H = n.H
     recur_forward(<const floating *> n.X + r0 * T * n.In, <const floating *> n.h0 + r0 * H,
                   <const floating *> n.c0 + r0 * H, <const floating *> n.W_x,
@@ -315,7 +321,7 @@ cdef void net_backward(Net *n, const floating *Hs, bint full_dH) noexcept nogil:
 
 cdef void sum_partials(Net *n, floating *dW_x) noexcept nogil:
     """dW_x, dW_s, db += the other parts' shares (n.partials)."""
-    cdef Py_ssize_t I = n.In, H = n.H, G4 = 4 * n.H, size = (I + H + 1) * G4
+    cdef Py_ssize_t I = n.In, H = n.H, G4 = 4 * n.H, size = share_size(n)
     cdef const floating *P = <const floating *> n.partials
     add_partials(dW_x, P, n.threads - 1, I * G4, size)
     add_partials(<floating *> n.dW_s, P + I * G4, n.threads - 1, H * G4, size)
@@ -326,14 +332,14 @@ cdef void backward_part(Net *n, const floating *Hs, bint full_dH, int parts,
                         int c) noexcept nogil:
     """recur_backward on part c of the batch, then its rows of dX and its share of the
     weight gradients (part 0 into the gradients, part c > 0 into partials block c-1)."""
-    cdef Py_ssize_t r0 = part(n.N, parts, c, 1), r1 = part(n.N, parts, c + 1, 1)
+    cdef Py_ssize_t r0 = part(n.N, parts, c), r1 = part(n.N, parts, c + 1)
     cdef Py_ssize_t T = n.T, H = n.H, I = n.In, G4 = 4 * n.H
     cdef floating *Z = <floating *> n.Z + r0 * T * G4
     cdef floating *dW_x = <floating *> n.dW_x
     cdef floating *dW_s = <floating *> n.dW_s
     cdef floating *db = <floating *> n.db
     if c > 0:                           # [dW_x | dW_s | db] of part c, summed in afterwards
-        dW_x = <floating *> n.partials + (c - 1) * (I + H + 1) * G4
+        dW_x = <floating *> n.partials + (c - 1) * share_size(n)
         dW_s, db = dW_x + I * G4, dW_x + (I + H) * G4
     recur_backward(<const floating *> n.h0 + r0 * H, <const floating *> n.c0 + r0 * H,
                    Hs + r0 * T * H, <const floating *> n.Cs + r0 * T * H, Z,
@@ -397,7 +403,7 @@ cdef object use_partials(Net *n, dt):
     pointing at it (None when the call is not split)."""
     if n.threads <= 1:
         return None
-    partials = np.empty((n.threads - 1) * (n.In + n.H + 1) * 4 * n.H, dt)
+    partials = np.empty((n.threads - 1) * share_size(n), dt)
     n.partials = data(partials)
     return partials
 

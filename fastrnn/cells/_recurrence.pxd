@@ -99,15 +99,11 @@ cdef inline void transpose(const floating *A, Py_ssize_t rows, Py_ssize_t cols,
             AT[c * rows + r] = A[r * cols + c]
 
 
-cdef inline Py_ssize_t part(Py_ssize_t total, int parts, int c, int align) noexcept nogil:
-    """Where part c of [0, total) starts when it is cut into `parts` near-equal pieces whose
-    inner boundaries are multiples of align (part(total, parts, parts, ...) = total): the rows
-    (align 1) or the weight-gradient columns (align 16: whole micro-kernel tiles) a thread
-    takes when a call is split across threads."""
-    if c >= parts:
-        return total
-    cdef Py_ssize_t start = (total * c) // parts
-    return min(total, (start + align - 1) // align * align)
+cdef inline Py_ssize_t part(Py_ssize_t total, int parts, int c) noexcept nogil:
+    """Where part c of [0, total) starts when it is cut into `parts` near-equal pieces
+    (part(total, parts, parts) = total): the sequences a thread takes when a call is split
+    across threads."""
+    return (total * c) // parts
 
 
 cdef inline void add_partials(floating *grad, const floating *partials, int parts,
