@@ -45,6 +45,30 @@ def assert_close(actual, desired, rtol, name="", floor=1e-30):
     np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * scale, err_msg=name)
 
 
+def float64_of(p):
+    return {k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+                else v) for k, v in p.items()}
+
+
+def slack(numpy_result, float64_result):
+    """Twice the NumPy twin's float32 rounding error (its distance from float64): if the
+    Cython result is as accurate as the twin's, the two differ by at most this (triangle
+    inequality). Zero in float64."""
+    a = np.asarray(numpy_result)
+    if a.dtype != np.float32:
+        return 0.0
+    return 2.0 * float(np.max(np.abs(a - np.asarray(float64_result)), initial=0.0))
+
+
+def assert_agree(actual, desired, reference64, rtol, name, floor=1e-30):
+    """assert_close, widened in float32 by the conditioning slack above."""
+    actual, desired = np.asarray(actual), np.asarray(desired)
+    assert actual.shape == desired.shape and actual.dtype == desired.dtype, name
+    scale = max(float(np.max(np.abs(desired), initial=0.0)), floor)
+    np.testing.assert_allclose(actual, desired, rtol=rtol,
+                               atol=rtol * scale + slack(desired, reference64), err_msg=name)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     return request.param

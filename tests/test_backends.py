@@ -1,12 +1,15 @@
 """The Cython backend agrees with the NumPy reference on random problems.
 
-float64 to 1e-10 and float32 to 1e-4, relative to each array's largest entry.
+float64 to 1e-10 and float32 to 1e-4, relative to each array's largest entry. An exploding
+float32 problem (identity activation, |W_s| > 1) loses more digits than that in *both*
+backends, so in float32 each array may also be off by twice the NumPy twin's own error against
+float64: the Cython result must be about as accurate as the twin's, not equal to its rounding.
 """
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
 import fastrnn
-from conftest import ACTIVATIONS, assert_close, make_problem
+from conftest import ACTIVATIONS, assert_agree, assert_close, float64_of, make_problem
 
 RTOL = {np.float64: 1e-10, np.float32: 1e-4}
 
@@ -40,17 +43,19 @@ def test_loss_and_grad_agree(c):
               input_grads=True, lengths=lengths)
     loss_c, g_c = fastrnn.elman_loss_and_grad(**p, **kw, backend="cython")
     loss_n, g_n = fastrnn.elman_loss_and_grad(**p, **kw, backend="numpy")
+    loss_64, g_64 = fastrnn.elman_loss_and_grad(**float64_of(p), **kw, backend="numpy")
     assert isinstance(loss_c, float) and isinstance(loss_n, float)
     # a cross-entropy near 0 is a difference of two log-sum-exps of the logits' size, so
     # float32 knows it to ~1e-7 absolute, not relative (hypothesis found 3.9e-4 off by 1.1e-4
     # relative): compared on the scale of 1 below that
-    assert abs(loss_c - loss_n) <= rtol * max(abs(loss_n), 1.0)
+    loss_slack = 2 * abs(loss_n - loss_64) if c["dtype"] == np.float32 else 0.0
+    assert abs(loss_c - loss_n) <= rtol * max(abs(loss_n), 1.0) + loss_slack
     assert set(g_c) == set(g_n)
     # a gradient tiny by cancellation (float32 softmax b_y: 5e-5 from terms ~1/N, off by
     # 0.2% in one seen case) is compared on the scale of the problem's gradients
     floor = 1e-3 * max(float(np.max(np.abs(g))) for g in g_n.values())
     for name in g_n:
-        assert_close(g_c[name], g_n[name], rtol, name, floor=floor)
+        assert_agree(g_c[name], g_n[name], g_64[name], rtol, name, floor=floor)
 
 
 @settings(max_examples=100, deadline=None)
@@ -61,13 +66,18 @@ def test_forward_predict_backward_agree(c):
     act = c["activation"]
     S_c = fastrnn.elman_forward(**rec, activation=act, backend="cython", lengths=lengths)
     S_n = fastrnn.elman_forward(**rec, activation=act, backend="numpy", lengths=lengths)
-    assert_close(S_c, S_n, rtol, "S")
+    rec64 = float64_of(rec)
+    S_64 = fastrnn.elman_forward(**rec64, activation=act, backend="numpy", lengths=lengths)
+    assert_agree(S_c, S_n, S_64, rtol, "S")
 
     Y_c, S2_c = fastrnn.elman_predict(**rec, W_y=p["W_y"], b_y=p["b_y"], activation=act,
                                       output=c["output"], backend="cython", lengths=lengths)
     Y_n, _ = fastrnn.elman_predict(**rec, W_y=p["W_y"], b_y=p["b_y"], activation=act,
                                    output=c["output"], backend="numpy", lengths=lengths)
-    assert_close(Y_c, Y_n, rtol, "Y")
+    Y_64, _ = fastrnn.elman_predict(**rec64, W_y=p["W_y"].astype(np.float64),
+                                    b_y=p["b_y"].astype(np.float64), activation=act,
+                                    output=c["output"], backend="numpy", lengths=lengths)
+    assert_agree(Y_c, Y_n, Y_64, rtol, "Y")
     np.testing.assert_array_equal(S2_c, S_c)
 
     dS = np.random.default_rng(c["seed"]).standard_normal(S_n.shape).astype(c["dtype"])
@@ -75,8 +85,10 @@ def test_forward_predict_backward_agree(c):
                                  lengths=lengths)
     g_n = fastrnn.elman_backward(**rec, S=S_n, dS=dS, activation=act, backend="numpy",
                                  lengths=lengths)
+    g_64 = fastrnn.elman_backward(**rec64, S=S_n.astype(np.float64), dS=dS.astype(np.float64),
+                                  activation=act, backend="numpy", lengths=lengths)
     for name in g_n:
-        assert_close(g_c[name], g_n[name], rtol, name)
+        assert_agree(g_c[name], g_n[name], g_64[name], rtol, name)
 
 
 def test_long_sequence_agrees():

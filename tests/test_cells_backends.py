@@ -4,11 +4,15 @@ with every flag (input_grads, lengths, return_state, state_grad_norms and the LS
 cell_grad_norms, initial states given or None), forward, predict and backward.
 
 float64 to 1e-10 and float32 to 1e-4, relative to each array's largest entry (as
-tests/test_backends.py does for the Elman cell).
+tests/test_backends.py does for the Elman cell); in float32 the hypothesis tests also allow
+twice the NumPy twin's own error against float64 (conftest.assert_agree: a gradient vanished
+through many forget gates is known to fewer digits in both backends).
 """
 import numpy as np
 from hypothesis import given, settings, strategies as st
 from threadpoolctl import threadpool_limits
+
+from conftest import assert_agree, float64_of
 
 from cells_common import (CELLS, STATES, WEIGHTS, as_tuple, assert_close, backward, forward,
                           loss_and_grad, make_problem, predict)
@@ -42,9 +46,9 @@ def build(c):
     return cell, forget_gate, p, lengths, RTOL[c["dtype"]]
 
 
-def assert_loss_close(a, b, rtol):
+def assert_loss_close(a, b, rtol, slack=0.0):
     assert isinstance(a, float) and isinstance(b, float)
-    assert abs(a - b) <= rtol * max(abs(b), 1e-30), (a, b)
+    assert abs(a - b) <= rtol * max(abs(b), 1e-30) + slack, (a, b)
 
 
 @settings(max_examples=150, deadline=None, database=None)
@@ -55,8 +59,10 @@ def test_loss_and_grad_agree(c, input_grads, return_state, state_grad_norms):
               lengths=lengths, return_state=return_state, state_grad_norms=state_grad_norms)
     got = loss_and_grad(cell, forget_gate, p, "cython", **kw)
     want = loss_and_grad(cell, forget_gate, p, "numpy", **kw)
+    truth = loss_and_grad(cell, forget_gate, float64_of(p), "numpy", **kw)
     assert len(got) == len(want) == (3 if return_state else 2)
-    assert_loss_close(got[0], want[0], rtol)
+    assert_loss_close(got[0], want[0], rtol,
+                      2 * abs(want[0] - truth[0]) if c["dtype"] == np.float32 else 0.0)
     g_c, g_n = got[1], want[1]
     expected = set(WEIGHTS[cell]) | {"W_y", "b_y"}
     if input_grads:
@@ -65,7 +71,7 @@ def test_loss_and_grad_agree(c, input_grads, return_state, state_grad_norms):
         expected |= {"state_grad_norms"} | ({"cell_grad_norms"} if cell == "lstm" else set())
     assert set(g_c) == set(g_n) == expected
     for name in g_n:
-        assert_close(g_c[name], g_n[name], rtol, name)
+        assert_agree(g_c[name], g_n[name], truth[1][name], rtol, name)
         if not name.endswith("grad_norms"):
             assert g_c[name].dtype == c["dtype"], name
     if state_grad_norms and lengths is not None:
@@ -75,9 +81,9 @@ def test_loss_and_grad_agree(c, input_grads, return_state, state_grad_norms):
                 assert not g_c[name][past].any(), name
     if return_state:
         assert isinstance(got[2], tuple) == (cell == "lstm")
-        for a, b in zip(as_tuple(got[2]), as_tuple(want[2])):
+        for a, b, t in zip(as_tuple(got[2]), as_tuple(want[2]), as_tuple(truth[2])):
             assert a.shape == (c["N"], c["H"]) and a.dtype == c["dtype"]
-            assert_close(a, b, rtol, "final state")
+            assert_agree(a, b, t, rtol, "final state")
 
 
 @settings(max_examples=100, deadline=None, database=None)
@@ -86,14 +92,17 @@ def test_forward_predict_backward_agree(c):
     cell, forget_gate, p, lengths, rtol = build(c)
     S_c = forward(cell, forget_gate, p, "cython", lengths)
     S_n = forward(cell, forget_gate, p, "numpy", lengths)
+    p64 = float64_of(p)
+    S_64 = forward(cell, forget_gate, p64, "numpy", lengths)
     assert len(S_c) == len(S_n) == len(STATES[cell])
-    for a, b, name in zip(S_c, S_n, ("Hs", "Cs")):
+    for a, b, t, name in zip(S_c, S_n, S_64, ("Hs", "Cs")):
         assert a.dtype == c["dtype"] and a.shape == (c["N"], c["T"], c["H"])
-        assert_close(a, b, rtol, name)
+        assert_agree(a, b, t, rtol, name)
 
     Y_c, *P_c = predict(cell, forget_gate, p, c["output"], "cython", lengths)
     Y_n, *P_n = predict(cell, forget_gate, p, c["output"], "numpy", lengths)
-    assert_close(Y_c, Y_n, rtol, "Y")
+    Y_64, *_ = predict(cell, forget_gate, p64, c["output"], "numpy", lengths)
+    assert_agree(Y_c, Y_n, Y_64, rtol, "Y")
     assert len(P_c) == len(S_c)
     for a, b in zip(P_c, S_c):
         np.testing.assert_array_equal(a, b)          # predict's states are forward's
@@ -102,10 +111,12 @@ def test_forward_predict_backward_agree(c):
     dS = tuple(rng.standard_normal(S.shape).astype(c["dtype"]) for S in S_n)
     g_c = backward(cell, forget_gate, p, S_n, dS, "cython", lengths)
     g_n = backward(cell, forget_gate, p, S_n, dS, "numpy", lengths)
+    g_64 = backward(cell, forget_gate, p64, tuple(S.astype(np.float64) for S in S_n),
+                    tuple(d.astype(np.float64) for d in dS), "numpy", lengths)
     assert set(g_c) == set(g_n) == {"X"} | set(STATES[cell]) | set(WEIGHTS[cell])
     for name in g_n:
         assert g_c[name].dtype == c["dtype"], name
-        assert_close(g_c[name], g_n[name], rtol, name)
+        assert_agree(g_c[name], g_n[name], g_64[name], rtol, name)
 
 
 def _agree(cell, forget_gate, p, rtol, **kw):
