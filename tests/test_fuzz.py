@@ -371,11 +371,13 @@ def assert_close(got, want, rtol, where, floor=1e-9):
         finite = np.isfinite(want)
         np.testing.assert_array_equal(np.isfinite(got), finite, err_msg=where)
         if finite.any():
-            # a float32 zero-in-exact-arithmetic entry is roundoff of ~eps32 times the terms
+            # a float32 entry small by cancellation is roundoff of ~eps32 times the terms
             # that cancel in it (seen: 3.6e-10 against NumPy's exact 0.0, summed in another
-            # order), far above float64's 1e-17: the floor follows the dtype
+            # order; a softmax b_y gradient of 3e-7 = p - 1 with p within 3e-7 of 1, off by
+            # one ulp of 1, 1.5e-8), far above float64's 1e-17: the floor follows the dtype,
+            # so that rtol * floor is ~10 ulps of terms of size 1
             if want.dtype.kind == "f":
-                floor = max(floor, 100 * float(np.finfo(want.dtype).eps))
+                floor = max(floor, 10 / rtol * float(np.finfo(want.dtype).eps))
             scale = max(float(np.max(np.abs(want[finite]))), floor)
             np.testing.assert_allclose(got[finite], want[finite], rtol=rtol,
                                        atol=rtol * scale, err_msg=where)
