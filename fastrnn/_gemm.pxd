@@ -104,20 +104,31 @@ cdef inline void step_gemm(const StepB *s, int N, const floating *A, int lda, fl
 # ---------------------------------------------------------------------------------------------
 # The merged weight gradients, dW = X^T dZ over all N*T rows: fastrnn's kernel (csrc/fr_gemm.c,
 # fr_gemm_tn) below this many multiply-adds, where OpenBLAS's packing and edge handling cost
-# ~20-50% (measured on one core: dW (64, 256) over 1600 rows 1.2x, (32, 256) 1.3-1.5x faster);
-# above it OpenBLAS's GEMM is as fast or faster (and may use several threads).
+# ~20-50% (measured on one core: dW (64, 256) over 1600 rows 1.2x, (32, 256) 1.3-1.5x faster).
+# Above it, in float32 with at most WEIGHT_GEMM_OWN_ROWS output rows and BLAS on one thread,
+# still fastrnn's: OpenBLAS 0.3.30 (SciPy 1.17's) spends ~14% of an LSTM med call repacking
+# the transposed operand (sgemm_itcopy), and bench/weight_gemm.py measured fr_gemm_tn
+# 1.03-2.2x faster for R <= 256 at every size tried (up to 1.3e10 multiply-adds), 0.5-0.9x
+# from R = 512 (its column blocks shrink as R grows, and A's slab is re-read per block). In
+# float64 OpenBLAS is faster above 2**28 at every R (0.4-1.0x), and a BLAS with several
+# threads takes the large products in either precision.
 cdef enum:
     WEIGHT_GEMM_OWN_WORK = 268435456      # 2**28
+    WEIGHT_GEMM_OWN_ROWS = 256
 
 
 cdef inline void weight_gemm(int R, int M, int K, const floating *A, int lda,
                              const floating *B, int ldb, floating beta, floating *C,
-                             int ldc) noexcept nogil:
+                             int ldc, bint serial_blas) noexcept nogil:
     """C (R, M) = A^T (R, K) @ B (K, M) + beta * C, A stored (K, R), B (K, M) (beta 0: C is
-    not read)."""
+    not read). serial_blas: BLAS would run this product on one thread (a split call's
+    share, or a BLAS limited to one thread)."""
+    cdef bint large = <double> R * M * K >= WEIGHT_GEMM_OWN_WORK
+    if large and floating is float and serial_blas and R <= WEIGHT_GEMM_OWN_ROWS:
+        large = False
     # below 16 output columns the micro-kernel's 16-wide tiles are mostly padding (a
     # (64, 8) dW_y ran 0.51x OpenBLAS): BLAS takes those, and the large products
-    if M < 16 or <double> R * M * K >= WEIGHT_GEMM_OWN_WORK:
+    if M < 16 or large:
         gemm(True, False, R, M, K, 1, A, lda, B, ldb, beta, C, ldc)
     elif floating is float:
         fr_gemm_tn_f32(R, M, K, A, lda, B, ldb, beta, C, ldc)

@@ -58,7 +58,7 @@ cdef double head_loss_and_grad(Head *h, const floating *S, floating *G, floating
     else:
         loss = mse(Z, <const floating *> h.Y, rows, O, 1.0 / (count * O), h.weight) / (count * O)
     # dW_y (H, O) = S_out^T (H, rows) @ dZ (rows, O);  db_y = dZ.sum over rows
-    weight_gemm(H, O, rows, S_out, ld_out, Z, O, 0, <floating *> h.dW_y, O)
+    weight_gemm(H, O, rows, S_out, ld_out, Z, O, 0, <floating *> h.dW_y, O, False)
     colsum(Z, rows, O, O, <floating *> h.db_y)
     if h.last and lengths != NULL:
         # D (N, H) = dZ (N, O) @ W_y^T (O, H), placed at each sequence's last valid step

@@ -160,6 +160,19 @@ def test_column_split_per_step_products_agree():
                     assert_close(g_c[name], g_n[name], 1e-10, name)
 
 
+def test_large_float32_weight_gradients_agree():
+    """A float32 weight gradient of more than 2**28 multiply-adds with at most 256 rows
+    (dW_s (256, 1024) over 1040 rows) takes fastrnn's own kernel when BLAS runs on one thread
+    and BLAS's GEMM when it has several (fastrnn/_gemm.pxd, weight_gemm): both agree (the
+    batch not split, so that the product is not cut into the threads' shares)."""
+    N, T, I, H, O = 8, 130, 3, 256, 2
+    for cell, forget_gate in CELLS:
+        p = make_problem(cell, N, T, I, H, O, dtype=np.float32, seed=11)
+        for threads in (1, 2):
+            with threadpool_limits(threads, user_api="blas"):
+                _agree(cell, forget_gate, p, 1e-4, input_grads=True, threads=1)  # no split
+
+
 def test_reused_workspace_never_leaks_between_calls():
     """The compiled loss_and_grad reuses its internal buffers for calls of the same shapes:
     a run of such calls with other data, targets, lengths, initial states and flags must

@@ -91,7 +91,8 @@ def test_against_numpy(isa, H, N, beta, trans, dtype):
 @pytest.mark.parametrize("R, K, M", [(1, 1, 1), (5, 1, 17), (17, 300, 100), (1, 300, 1),
                                      (13, 129, 49), (9, 257, 33), (64, 1600, 256),
                                      (32, 257, 256), (256, 33, 48), (40, 2, 1024),
-                                     (25, 130, 97), (300, 40, 20)])
+                                     (25, 130, 97), (300, 40, 20),
+                                     (256, 1100, 1040)])   # > 2**28: the cells' float32 rule
 def test_tn_against_numpy(isa, R, K, M, dtype):
     """fr_gemm_tn (the merged weight gradients): C (R, M) = A^T (R, K) @ B (K, M) + beta*C,
     A (K, R) and B (K, M) read in place from wider arrays; sizes straddling the row blocks,

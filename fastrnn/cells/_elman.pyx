@@ -122,16 +122,16 @@ cdef void recur_backward(const floating *S, floating *G, bint full_dS, const Ste
 
 cdef void weight_grads(const floating *X, const floating *h0, const floating *S, floating *G,
                        floating *dW_x, floating *dW_s, floating *db, floating *D, int N, int T,
-                       int I, int H, bint reverse) noexcept nogil:
+                       int I, int H, bint reverse, bint serial_blas) noexcept nogil:
     """The weight gradients, given dA = G (N, T, H) from recur_backward: one GEMM over all
     N*T rows each (the "merged" form). D (N, H) is scratch."""
     cdef int NT = N * T
     # dW_x (I, H) = X^T (I, N*T) @ dA (N*T, H)
-    weight_gemm(I, H, NT, X, I, G, H, 0, dW_x, H)
+    weight_gemm(I, H, NT, X, I, G, H, 0, dW_x, H, serial_blas)
     # db (H,) = dA.sum over all rows
     colsum(G, NT, H, H, db)
     # dW_s (H, H) = sum_t S_prev(t)^T (H, N) @ dA[:, t] (N, H), S_prev of the first step = h0
-    prev_state_gemm(S, h0, G, H, D, dW_s, H, N, T, H, H, reverse)
+    prev_state_gemm(S, h0, G, H, D, dW_s, H, N, T, H, H, reverse, serial_blas)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +156,7 @@ ctypedef struct Net:
     const int64_t *lengths  # (N,) valid steps per sequence, or NULL (all T)
     double *state_norms # (N, T) ||dLoss/dS[n, t]||, or NULL
     bint packed         # pack W_s for the per-step products (several rows, 1 BLAS thread)
+    bint serial_blas    # BLAS runs the weight-gradient GEMMs on one thread (weight_gemm)
     bint reverse        # the recurrence runs backwards in time (see recur_forward)
     int threads         # the batch is split across this many threads (fastrnn._threads)
     void *partials      # threads > 1: (threads - 1, I*H + H*H + H) the parts' [dW_x|dW_s|db]
@@ -248,7 +249,7 @@ cdef void backward_part(Net *n, const floating *S, bint full_dS, int parts,
              n.H, 0, <floating *> n.dX + r0 * T * I, n.In)
     weight_grads(<const floating *> n.X + r0 * T * I, <const floating *> n.h0 + r0 * H,
                  S + r0 * T * H, G, dW_x, dW_s, db, <floating *> n.D + r0 * H, r1 - r0, n.T,
-                 n.In, n.H, n.reverse)
+                 n.In, n.H, n.reverse, n.serial_blas)
 
 
 cdef double net_loss_and_grad(Net *n, floating *S) noexcept nogil:
@@ -272,6 +273,7 @@ cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_
     n.threads = _threads.batch_threads(n.N, <double> n.N * n.T * n.H * (n.In + n.H))
     # split: every thread's per-step products on the packed kernel
     n.packed = n.threads > 1 or packed_products(n.N, 1, n.H)
+    n.serial_blas = n.threads > 1 or _threads.scipy_blas_threads() == 1
     return n
 
 

@@ -200,21 +200,21 @@ cdef inline bint dh0_taken_in_loop(const int64_t *lengths, const void *dh0,
 cdef void weight_grads(const floating *X, const floating *h0, const floating *Hs,
                        floating *A, floating *Sn, floating *dW_x, floating *dW_s,
                        floating *db, floating *db_s, floating *D, int N, int T, int I, int H,
-                       bint reverse) noexcept nogil:
+                       bint reverse, bint serial_blas) noexcept nogil:
     """The weight gradients, given dza = A (N, T, 3H) and the recurrent n block
     dzs_n = Sn (N, T, H) from recur_backward: one GEMM over all N*T rows each (the "merged"
     form). D (N, 3H) is scratch."""
     cdef int G3 = 3 * H, H2 = 2 * H, NT = N * T
     # dW_x (I, 3H) = X^T (I, N*T) @ dza (N*T, 3H)
-    weight_gemm(I, G3, NT, X, I, A, G3, 0, dW_x, G3)
+    weight_gemm(I, G3, NT, X, I, A, G3, 0, dW_x, G3, serial_blas)
     # db (3H,) = dza.sum over all rows; db_s = dzs.sum: the same r and z blocks, then Sn's
     colsum(A, NT, G3, G3, db)
     memcpy(db_s, db, H2 * sizeof(floating))
     colsum(Sn, NT, H, H, db_s + H2)
     # dW_s[:, r|z] (H, 2H) = sum_t h_{t-1}^T (H, N) @ dza_t[:, r|z] (N, 2H), h_{-1} = h0
-    prev_state_gemm(Hs, h0, A, G3, D, dW_s, G3, N, T, H, H2, reverse)
+    prev_state_gemm(Hs, h0, A, G3, D, dW_s, G3, N, T, H, H2, reverse, serial_blas)
     # dW_s[:, n] (H, H) = sum_t h_{t-1}^T (H, N) @ dzs_n_t (N, H)
-    prev_state_gemm(Hs, h0, Sn, H, D, dW_s + H2, G3, N, T, H, H, reverse)
+    prev_state_gemm(Hs, h0, Sn, H, D, dW_s + H2, G3, N, T, H, H, reverse, serial_blas)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,6 +242,7 @@ ctypedef struct Net:
     const int64_t *lengths  # (N,) valid steps per sequence, or NULL (all T)
     double *state_norms # (N, T) ||dLoss/dh[n, t]||, or NULL
     bint packed         # pack W_s for the per-step products (several rows, 1 BLAS thread)
+    bint serial_blas    # BLAS runs the weight-gradient GEMMs on one thread (weight_gemm)
     bint reverse        # the recurrence runs backwards in time (see recur_forward)
     int threads         # the batch is split across this many threads (fastrnn._threads)
     void *partials      # threads > 1: (threads - 1, (I + H + 2) * 3H) the parts'
@@ -355,7 +356,7 @@ cdef void backward_part(Net *n, const floating *Hs, bint full_dH, int parts,
              0, <floating *> n.dX + r0 * T * I, n.In)
     weight_grads(<const floating *> n.X + r0 * T * I, <const floating *> n.h0 + r0 * H,
                  Hs + r0 * T * H, A, Sn, dW_x, dW_s, db, db_s, <floating *> n.D + r0 * G3,
-                 r1 - r0, n.T, n.In, n.H, n.reverse)
+                 r1 - r0, n.T, n.In, n.H, n.reverse, n.serial_blas)
 
 
 cdef double net_loss_and_grad(Net *n, floating *Hs) noexcept nogil:
@@ -379,6 +380,7 @@ cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_
     n.threads = _threads.batch_threads(n.N, <double> n.N * n.T * 3 * n.H * (n.In + n.H))
     # split: every thread's per-step products on the packed kernel
     n.packed = n.threads > 1 or packed_products(n.N, 3, n.H)
+    n.serial_blas = n.threads > 1 or _threads.scipy_blas_threads() == 1
     return n
 
 

@@ -213,16 +213,16 @@ cdef inline bint dc0_taken_in_loop(const int64_t *lengths, const void *dc0,
 
 cdef void weight_grads(const floating *X, const floating *h0, const floating *Hs, floating *Z,
                        floating *dW_x, floating *dW_s, floating *db, floating *D, int N, int T,
-                       int I, int H, bint reverse) noexcept nogil:
+                       int I, int H, bint reverse, bint serial_blas) noexcept nogil:
     """The weight gradients, given dZ = Z (N, T, 4H) from recur_backward: one GEMM over all
     N*T rows each (the "merged" form). D (N, 4H) is scratch."""
     cdef int G4 = 4 * H, NT = N * T
     # dW_x (I, 4H) = X^T (I, N*T) @ dZ (N*T, 4H)
-    weight_gemm(I, G4, NT, X, I, Z, G4, 0, dW_x, G4)
+    weight_gemm(I, G4, NT, X, I, Z, G4, 0, dW_x, G4, serial_blas)
     # db (4H,) = dZ.sum over all rows
     colsum(Z, NT, G4, G4, db)
     # dW_s (H, 4H) = sum_t h_{t-1}^T (H, N) @ dZ_t (N, 4H), h_{-1} = h0: one GEMM
-    prev_state_gemm(Hs, h0, Z, G4, D, dW_s, G4, N, T, H, G4, reverse)
+    prev_state_gemm(Hs, h0, Z, G4, D, dW_s, G4, N, T, H, G4, reverse, serial_blas)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,6 +251,7 @@ ctypedef struct Net:
     double *state_norms # (N, T) ||dLoss/dh[n, t]||, or NULL
     double *cell_norms  # (N, T) ||dLoss/dc[n, t]||, or NULL
     bint packed         # pack W_s for the per-step products (several rows, 1 BLAS thread)
+    bint serial_blas    # BLAS runs the weight-gradient GEMMs on one thread (weight_gemm)
     bint reverse        # the recurrence runs backwards in time (see recur_forward)
     int threads         # the batch is split across this many threads (fastrnn._threads)
     void *partials      # threads > 1: (threads - 1, (I + H + 1) * 4H) the parts'
@@ -357,7 +358,7 @@ cdef void backward_part(Net *n, const floating *Hs, bint full_dH, int parts,
              0, <floating *> n.dX + r0 * T * I, n.In)
     weight_grads(<const floating *> n.X + r0 * T * I, <const floating *> n.h0 + r0 * H,
                  Hs + r0 * T * H, Z, dW_x, dW_s, db, <floating *> n.D + r0 * G4, r1 - r0, n.T,
-                 n.In, n.H, n.reverse)
+                 n.In, n.H, n.reverse, n.serial_blas)
 
 
 cdef double net_loss_and_grad(Net *n, floating *Hs) noexcept nogil:
@@ -382,6 +383,7 @@ cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x
     n.threads = _threads.batch_threads(n.N, <double> n.N * n.T * 4 * n.H * (n.In + n.H))
     # split: every thread's per-step products on the packed kernel
     n.packed = n.threads > 1 or packed_products(n.N, 4, n.H)
+    n.serial_blas = n.threads > 1 or _threads.scipy_blas_threads() == 1
     return n
 
 

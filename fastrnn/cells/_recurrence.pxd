@@ -11,7 +11,8 @@ from fastrnn._gemm cimport weight_gemm
 
 cdef inline void prev_state_gemm(const floating *S, const floating *h0, floating *dZ,
                                  Py_ssize_t ld_z, floating *D, floating *dW, Py_ssize_t ld_w,
-                                 int N, int T, int H, int K, bint reverse) noexcept nogil:
+                                 int N, int T, int H, int K, bint reverse,
+                                 bint serial_blas) noexcept nogil:
     """dW (H, K) = sum_t S_prev(t)^T (H, N) @ dZ_t (N, K): the recurrent weight's gradient as
     ONE GEMM over all N*T rows (oneDNN's "merged" form). S_prev(t) = S_{t-1}, S_{-1} = h0;
     with reverse S_{t+1}, S_T = h0 (the recurrence ran backwards in time).
@@ -40,10 +41,10 @@ cdef inline void prev_state_gemm(const floating *S, const floating *h0, floating
     if NT > 1:
         if reverse:
             # dW (H, K) = S_flat[1:]^T (H, N*T-1) @ dZ_flat[:-1] (N*T-1, K)
-            weight_gemm(H, K, NT - 1, S + H, H, dZ, ld_z, 0, dW, ld_w)
+            weight_gemm(H, K, NT - 1, S + H, H, dZ, ld_z, 0, dW, ld_w, serial_blas)
         else:
             # dW (H, K) = S_flat[:-1]^T (H, N*T-1) @ dZ_flat[1:] (N*T-1, K)
-            weight_gemm(H, K, NT - 1, S, H, dZ + ld_z, ld_z, 0, dW, ld_w)
+            weight_gemm(H, K, NT - 1, S, H, dZ + ld_z, ld_z, 0, dW, ld_w, serial_blas)
     for n in range(N):
         if n < N - 1 if reverse else n > 0:
             row = (n * T + first) * ld_z
