@@ -13,7 +13,8 @@ from . import _validate, head
 from .cells import ELMAN
 from .cells import GRU as GRU_CELL
 from .cells import LSTM as LSTM_CELL
-from .functional import cell_loss_and_grad, cell_predict, stack_loss_and_grad, stack_predict
+from .functional import (_threads_argument, cell_loss_and_grad, cell_predict,
+                         stack_loss_and_grad, stack_predict)
 from .init import init_params
 from .stack import dropout_masks as dropout_masks_for
 
@@ -22,7 +23,11 @@ PARAM_NAMES = ELMAN.weight_names + head.PARAMS      # the Elman network's, in fi
 
 class RecurrentModel:
     """What every recurrent model shares. Subclasses set `cell` (a CellSpec) and pass their
-    cell's options (e.g. the Elman activation) as a dict to __init__."""
+    cell's options (e.g. the Elman activation) as a dict to __init__.
+
+    forward, predict, loss_and_grad, forecast and fit take threads=None: at most this many
+    threads split a compiled call's batch (None: as many as SciPy's BLAS may use; see
+    fastrnn.functional)."""
 
     cell = None
 
@@ -173,6 +178,7 @@ class RecurrentModel:
 
     # ---- computation -----------------------------------------------------------------------
 
+    @_threads_argument
     def forward(self, X, h0=None, lengths=None, return_state=False):
         """(Y, S): outputs Y (N, T, O) (probabilities if output="softmax") and (hidden)
         states S (N, T, H) for inputs X (N, T, I); h0 is the state before step 0 (zeros if
@@ -198,6 +204,7 @@ class RecurrentModel:
             return Y, states[0], self._state_out(tuple(S[:, -1].copy() for S in states))
         return Y, states[0]
 
+    @_threads_argument
     def predict(self, X, h0=None, lengths=None, target="sequence"):
         """The outputs only: Y (N, T, O) at every step, or with target="last" (N, O) from
         each sequence's final state (for a bidirectional model: the forward direction's at
@@ -215,6 +222,7 @@ class RecurrentModel:
         W_y, b_y = self.params["W_y"], self.params["b_y"]
         return head.predict(top, W_y, b_y, self.output)[:, 0]
 
+    @_threads_argument
     def loss_and_grad(self, X, Y_target, h0=None, target="sequence", *, lengths=None,
                       return_state=False, state_grad_norms=False, input_grads=False,
                       dropout_rng=None, dropout_masks=None, sample_weight=None):
@@ -373,6 +381,7 @@ class RecurrentModel:
         at = (0, 0) if single else (slice(None), 0)
         return Y[at], self._state_out(tuple(S[at] for S in states))
 
+    @_threads_argument
     def forecast(self, X, steps, h0=None, lengths=None):
         """Closed-loop forecast: read X (N, T, I), then feed each prediction back as the next
         input for `steps` more steps; returns Y (N, steps, O), the outputs after X. Needs

@@ -186,6 +186,44 @@ def test_bad_threads(bad):
         model.fit(X, Y, epochs=1, progress=False, threads=bad)
     with pytest.raises(ValueError, match="threads"):
         fastrnn.elman_forward(X, None, *model._weights()[0], threads=bad)
+    for method, args in (("forward", (X,)), ("predict", (X,)), ("loss_and_grad", (X, Y)),
+                         ("forecast", (X, 2))):
+        with pytest.raises(ValueError, match="threads"):
+            getattr(model, method)(*args, threads=bad)
+
+
+def assert_same(a, b):
+    """Bit-identical results: arrays, floats, and tuples or dicts of them."""
+    if isinstance(b, dict):
+        assert a.keys() == b.keys()
+        for k in b:
+            assert_same(a[k], b[k])
+    elif isinstance(b, tuple):
+        assert isinstance(a, tuple) and len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same(x, y)
+    else:
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell", list(MODELS))
+def test_model_methods_take_threads(splits, cell):
+    """forward, predict, loss_and_grad and forecast take threads= as fit and the functional
+    calls do: the cap holds for that call only, with the results of the context manager."""
+    model, X, Y, lengths = problem(cell, 2, True, np.float64)
+    for k in (1, 3):
+        with fastrnn.threads(k):
+            want = (model.forward(X, lengths=lengths), model.predict(X, lengths=lengths),
+                    model.loss_and_grad(X, Y, lengths=lengths))
+        del splits[:]
+        got = (model.forward(X, lengths=lengths, threads=k),
+               model.predict(X, lengths=lengths, threads=k),
+               model.loss_and_grad(X, Y, lengths=lengths, threads=k))
+        assert max(splits) == k
+        assert_same(got, want)
+    uni = MODELS[cell](I, H, I, seed=0, dtype=np.float64)    # forecast feeds outputs back
+    np.testing.assert_array_equal(uni.forecast(X, 3, threads=2), uni.forecast(X, 3))
+    assert _threads.thread_cap() == _threads.scipy_blas_threads()   # nothing left capped
 
 
 def _child_loss(queue, model, X, Y):
