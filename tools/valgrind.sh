@@ -3,7 +3,8 @@
 # function of the functional layer for every cell (Elman, LSTM, GRU), compared with the
 # NumPy twins.
 #
-#   tools/valgrind.sh            (~4 minutes on one core; the same cases take ~2 s without
+#   tools/valgrind.sh            (~13 minutes on one core, 9 of them the one case above 2**28
+#                                 multiply-adds; the same cases take ~2.5 s without
 #                                 valgrind)
 #   tools/valgrind.sh --canary   (~1 minute: checks that a planted out-of-bounds read in a C
 #                                 kernel of each compiled module is reported, i.e. that a

@@ -15,7 +15,8 @@ input_grads and state_grad_norms off and on, return_state, and a call repeated o
 thread's reused workspace; degenerate sizes (T = 1, so N*T - 1 = 0 rows when N = 1;
 H = I = 1, O = 1); an H of 19 (vectorised loops with a remainder: 16 + 3), with zero
 initial states; and one case large enough for the column-split per-step products (one
-BLAS thread, 1e6 < N*G*H*H <= 8e6, G gate blocks). The full product of the small-case
+BLAS thread, 1e6 < N*G*H*H <= 8e6, G gate blocks), and one with a float32 weight gradient
+above 2**28 multiply-adds (fastrnn's kernel under one BLAS thread). The full product of the small-case
 settings (dtype x N x output x target x lengths, 32 cases) runs for Elman/tanh, the LSTM
 with a forget gate and the GRU; the other Elman activations and the LSTM without a forget
 gate get a covering subset of 8 (every dtype x N, and every output, target and lengths
@@ -419,6 +420,10 @@ def main():
                 if cell == "lstm" and dtype is np.float64:
                     options = (False,)
                 run(cell, options, 64, 2, 3, H, 4, dtype, "linear", "sequence", True)
+        # A float32 weight gradient above 2**28 multiply-adds with at most 256 rows, on
+        # fastrnn's kernel under one BLAS thread (fastrnn/_gemm.pxd, weight_gemm): the
+        # LSTM's dW_s (256, 1024) over 8 * 130 - 1 rows.
+        run("lstm", (True,), 8, 130, 3, 256, 2, np.float32, "linear", "sequence", False)
     # Deep and bidirectional stacks (fastrnn/stack.py): each (layer, direction) through
     # forward_train/backward_train, the reverse direction's time loops (with lengths: each
     # sequence from its own last valid step, the gathered first-step rows), the head on its
