@@ -1,8 +1,18 @@
 """Shared helpers: random problems of a given shape, and a tolerant comparison."""
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from fastrnn import ACTIVATIONS
+
+# CI (.ci/run sets FASTRNN_CI=1) draws the same Hypothesis examples on every run, so that a
+# failure there is reproducible and never a lucky draw; every other run draws new ones
+# (tools/sanitize.sh pins its own seed).
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("FASTRNN_CI"):
+    settings.load_profile("ci")
 
 BACKENDS = ("cython", "numpy")
 
