@@ -66,13 +66,20 @@ def scipy_blas_threads():
 SINGLE_THREAD_WORK = 1 << 20
 
 
-def packed_products(N, gates, H):
+def serial_blas(threads):
+    """Whether SciPy's BLAS runs a call's products on one thread: the call is split across
+    threads > 1 threads (BLAS is held on one thread meanwhile: one_blas_thread) or BLAS has
+    one thread."""
+    return threads > 1 or scipy_blas_threads() == 1
+
+
+def packed_products(N, gates, H, serial):
     """Whether a recurrence of a batch of N and G = gates gate blocks of width H runs its
     per-step products on the packed kernel (csrc/fr_gemm.c) rather than BLAS: when they are
     small (whatever BLAS's thread count, so that the result does not depend on it) or BLAS
-    has one thread. The kernel sums every row alike, so a sequence's result does not depend
-    on the batch around it (a batch of one included)."""
-    return N * gates * H * H < SINGLE_THREAD_WORK or scipy_blas_threads() == 1
+    runs on one thread (serial, from serial_blas). The kernel sums every row alike, so a
+    sequence's result does not depend on the batch around it (a batch of one included)."""
+    return serial or N * gates * H * H < SINGLE_THREAD_WORK
 
 
 # ---------------------------------------------------------------------------------------------

@@ -42,17 +42,18 @@ def make_problem(N, T, I, H, O, *, dtype=np.float64, output="linear", target="se
     return p
 
 
-def assert_close(actual, desired, rtol, name="", floor=1e-30):
+def assert_close(actual, desired, rtol, name="", floor=1e-30, atol=0.0):
     """|actual - desired| <= rtol * max(|desired|) elementwise: relative to the array's scale,
     so that entries near zero do not demand impossible relative accuracy. Arrays whose
     largest entry is below floor (default 1e-30: vanished gradients, float32 subnormals)
     count as floor-sized: pass a larger floor for arrays that are small only by cancellation
-    (a softmax bias gradient sums rows of (p - onehot) / N)."""
+    (a softmax bias gradient sums rows of (p - onehot) / N). atol: added to that bound."""
     actual, desired = np.asarray(actual), np.asarray(desired)
     assert actual.shape == desired.shape, (name, actual.shape, desired.shape)
     assert actual.dtype == desired.dtype, (name, actual.dtype, desired.dtype)
     scale = max(float(np.max(np.abs(desired), initial=0.0)), floor)
-    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * scale, err_msg=name)
+    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=rtol * scale + atol,
+                               err_msg=name)
 
 
 def float64_of(p):
@@ -72,11 +73,7 @@ def slack(numpy_result, float64_result):
 
 def assert_agree(actual, desired, reference64, rtol, name, floor=1e-30):
     """assert_close, widened in float32 by the conditioning slack above."""
-    actual, desired = np.asarray(actual), np.asarray(desired)
-    assert actual.shape == desired.shape and actual.dtype == desired.dtype, name
-    scale = max(float(np.max(np.abs(desired), initial=0.0)), floor)
-    np.testing.assert_allclose(actual, desired, rtol=rtol,
-                               atol=rtol * scale + slack(desired, reference64), err_msg=name)
+    assert_close(actual, desired, rtol, name, floor, atol=slack(desired, reference64))
 
 
 @pytest.fixture(params=BACKENDS)

@@ -192,20 +192,6 @@ def test_bad_threads(bad):
             getattr(model, method)(*args, threads=bad)
 
 
-def assert_same(a, b):
-    """Bit-identical results: arrays, floats, and tuples or dicts of them."""
-    if isinstance(b, dict):
-        assert a.keys() == b.keys()
-        for k in b:
-            assert_same(a[k], b[k])
-    elif isinstance(b, tuple):
-        assert isinstance(a, tuple) and len(a) == len(b)
-        for x, y in zip(a, b):
-            assert_same(x, y)
-    else:
-        np.testing.assert_array_equal(a, b)
-
-
 @pytest.mark.parametrize("cell", list(MODELS))
 def test_model_methods_take_threads(splits, cell):
     """forward, predict, loss_and_grad and forecast take threads= as fit and the functional
@@ -220,7 +206,7 @@ def test_model_methods_take_threads(splits, cell):
                model.predict(X, lengths=lengths, threads=k),
                model.loss_and_grad(X, Y, lengths=lengths, threads=k))
         assert max(splits) == k
-        assert_same(got, want)
+        np.testing.assert_equal(got, want)   # bit for bit, dicts and tuples too
     uni = MODELS[cell](I, H, I, seed=0, dtype=np.float64)    # forecast feeds outputs back
     np.testing.assert_array_equal(uni.forecast(X, 3, threads=2), uni.forecast(X, 3))
     assert _threads.thread_cap() == _threads.scipy_blas_threads()   # nothing left capped

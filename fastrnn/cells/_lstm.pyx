@@ -37,7 +37,7 @@ from fastrnn.cells._recurrence cimport (add_partials, first_ld, first_rows, part
 
 from fastrnn._head import release_workspace, workspace
 from fastrnn import _threads      # _threads.batch_threads: looked up per call (tests count it)
-from fastrnn._threads import one_blas_thread, packed_products
+from fastrnn._threads import one_blas_thread, packed_products, serial_blas
 
 cnp.import_array()
 
@@ -381,9 +381,9 @@ cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x
     if lengths is not None:
         n.lengths = <const int64_t *> data(lengths)
     n.threads = _threads.batch_threads(n.N, <double> n.N * n.T * 4 * n.H * (n.In + n.H))
-    # split: every thread's per-step products on the packed kernel
-    n.packed = n.threads > 1 or packed_products(n.N, 4, n.H)
-    n.serial_blas = n.threads > 1 or _threads.scipy_blas_threads() == 1
+    n.serial_blas = serial_blas(n.threads)
+    # split, or BLAS on one thread: every per-step product on the packed kernel
+    n.packed = packed_products(n.N, 4, n.H, n.serial_blas)
     return n
 
 
