@@ -63,14 +63,20 @@ FR_CLONES void fr_act_grad_##SFX(T *G, ptrdiff_t ldg, const T *S, ptrdiff_t lds,
     }                                                                                         \
 }                                                                                             \
                                                                                               \
-FR_CLONES void fr_colsum_##SFX(const T *A, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,      \
-                               T *restrict out)                                               \
+FR_CLONES void fr_colsum_add_##SFX(const T *A, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,  \
+                                   T *restrict out)                                           \
 {                                                                                             \
-    for (ptrdiff_t c = 0; c < cols; ++c) out[c] = 0;                                          \
     for (ptrdiff_t r = 0; r < rows; ++r) {                                                    \
         const T *restrict a = A + r * ld;                                                     \
         for (ptrdiff_t c = 0; c < cols; ++c) out[c] += a[c];                                  \
     }                                                                                         \
+}                                                                                             \
+                                                                                              \
+FR_CLONES void fr_colsum_##SFX(const T *A, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,      \
+                               T *restrict out)                                               \
+{                                                                                             \
+    for (ptrdiff_t c = 0; c < cols; ++c) out[c] = 0;                                          \
+    fr_colsum_add_##SFX(A, rows, cols, ld, out);                                              \
 }                                                                                             \
                                                                                               \
 FR_CLONES void fr_add_bias_##SFX(T *Z, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,          \

@@ -33,6 +33,11 @@ void fr_act_grad_f64(double *G, ptrdiff_t ldg, const double *S, ptrdiff_t lds,
 /* out[c] = sum_r A[r, c] */
 void fr_colsum_f32(const float *A, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld, float *out);
 void fr_colsum_f64(const double *A, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld, double *out);
+/* out[c] += sum_r A[r, c] */
+void fr_colsum_add_f32(const float *A, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
+                       float *out);
+void fr_colsum_add_f64(const double *A, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
+                       double *out);
 
 /* Z[r, c] += b[c] */
 void fr_add_bias_f32(float *Z, ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld, const float *b);

@@ -21,6 +21,10 @@ cdef extern from "fr_kernels.h" nogil:
                        float *out)
     void fr_colsum_f64(const double *A, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
                        double *out)
+    void fr_colsum_add_f32(const float *A, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
+                           float *out)
+    void fr_colsum_add_f64(const double *A, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
+                           double *out)
     void fr_add_bias_f32(float *Z, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
                          const float *b)
     void fr_add_bias_f64(double *Z, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
@@ -70,6 +74,15 @@ cdef inline void colsum(const floating *A, Py_ssize_t rows, Py_ssize_t cols, Py_
         fr_colsum_f32(A, rows, cols, ld, out)
     else:
         fr_colsum_f64(A, rows, cols, ld, out)
+
+
+cdef inline void colsum_add(const floating *A, Py_ssize_t rows, Py_ssize_t cols,
+                            Py_ssize_t ld, floating *out) noexcept nogil:
+    """out[c] += sum_r A[r, c]."""
+    if floating is float:
+        fr_colsum_add_f32(A, rows, cols, ld, out)
+    else:
+        fr_colsum_add_f64(A, rows, cols, ld, out)
 
 
 cdef inline void add_bias(floating *Z, Py_ssize_t rows, Py_ssize_t cols,

@@ -82,6 +82,30 @@ def packed_products(N, gates, H, serial):
     return serial or N * gates * H * H < SINGLE_THREAD_WORK
 
 
+# Long sequences: a call whose gate array (N * T * G*H elements) exceeds this many bytes no
+# longer stays in cache between the input projection, the time loop and the merged
+# weight-gradient GEMMs over all N*T rows, each of which would stream it from memory again.
+# Its passes are then time-blocked (fastrnn/cells/_recurrence.pxd): the input projection is
+# done a block of steps at a time just before the time loop reaches them, and the weight
+# gradients are summed a block at a time right after the backward loop computed them, while
+# the block is in cache: a thread's block of gate rows is at most TIME_BLOCK_BYTES.
+TIME_BLOCK_ABOVE_BYTES = 16 << 20
+TIME_BLOCK_BYTES = 1 << 20
+TIME_BLOCK_STEPS = (16, 128)
+
+
+def time_block(N, T, gates, H, itemsize, threads, serial):
+    """Steps per block of a call's time-blocked passes, or 0 for one pass over all steps
+    (short sequences; a BLAS running the merged GEMMs on several threads, where the blocks'
+    products would be single-threaded; or too few steps for blocks to pay)."""
+    row = -(-N // max(threads, 1)) * gates * H * itemsize      # a thread's rows of one step
+    lo, hi = TIME_BLOCK_STEPS
+    block = max(lo, min(hi, TIME_BLOCK_BYTES // row))
+    if not serial or T < 2 * block or N * T * gates * H * itemsize <= TIME_BLOCK_ABOVE_BYTES:
+        return 0
+    return block
+
+
 # ---------------------------------------------------------------------------------------------
 # Splitting a batch across threads. The sequences of a batch never interact inside a
 # recurrence, so each thread runs its own rows' whole time loop (forward, then backward) on

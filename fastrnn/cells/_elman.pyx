@@ -27,12 +27,13 @@ from fastrnn._blas cimport gemm
 from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm, weight_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
 from fastrnn._kernels cimport act_grad, bias_act, colsum, far_apart, prefetch_step
-from fastrnn.cells._recurrence cimport (add_partials, first_ld, first_rows, part,
-                                        prev_state_gemm, row_norms)
+from fastrnn.cells._recurrence cimport (add_partials, block_steps, first_ld, first_rows, part,
+                                        prev_state_gemm, project_steps, row_norms, steps_colsum,
+                                        steps_input_grads, steps_prev_state_gemm, steps_tn)
 
 from fastrnn._head import release_workspace, workspace
 from fastrnn import _threads      # _threads.batch_threads: looked up per call (tests count it)
-from fastrnn._threads import one_blas_thread, packed_products, serial_blas
+from fastrnn._threads import one_blas_thread, packed_products, serial_blas, time_block
 from fastrnn.activations import ACTIVATIONS
 
 cnp.import_array()
@@ -44,7 +45,8 @@ cnp.import_array()
 cdef void recur_forward(const floating *X, const floating *h0, const floating *W_x,
                         const floating *W_s, const floating *b, floating *S,
                         const int64_t *lengths, const StepB *Wx, const StepB *Ws,
-                        int N, int T, int I, int H, int act, bint reverse) noexcept nogil:
+                        int N, int T, int I, int H, int act, bint reverse,
+                        int block) noexcept nogil:
     """S[:, t] = phi(X[:, t] @ W_x + S[:, t-1] @ W_s + b), S[:, -1] = h0.
 
     reverse: run over time backwards instead, S[:, t] from S[:, t+1], S[:, T] = h0 (the
@@ -53,17 +55,23 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *W
     the state it has: forwards the last valid one (so S[:, T-1] holds every sequence's last
     valid state), backwards h0 (so each sequence starts at its own last valid step, as with
     PyTorch's packed sequences, and S[:, 0] is its final state). Wx, Ws: W_x and W_s as the
-    products take them (packed, or for BLAS).
+    products take them (packed, or for BLAS). block > 0: time-blocked, the input projection
+    done block steps at a time just before the loop reaches them (long sequences: S is then
+    read from cache, not from memory).
     """
     cdef int NT = N * T, TH = T * H
     cdef int p, t, ld_prev
     cdef bint far = far_apart(NT * <Py_ssize_t> H, sizeof(floating))
     cdef Py_ssize_t n
     cdef const floating *prev
-    # S (N*T, H) = X (N*T, I) @ W_x (I, H): the input projection of every step, one GEMM
-    step_gemm(Wx, NT, X, I, 0, S, H)
+    if block == 0:
+        # S (N*T, H) = X (N*T, I) @ W_x (I, H): the input projection of every step, one GEMM
+        step_gemm(Wx, NT, X, I, 0, S, H)
     for p in range(T):                  # p: position in processing order, t: the step
         t = T - 1 - p if reverse else p
+        if block and p % block == 0:
+            # S[:, block steps] = X[:, those steps] @ W_x, per sequence
+            project_steps(Wx, X, I, S, H, N, T, p, block, reverse)
         if far and p + 1 < T:           # the next step's block, while this one computes
             prefetch_step(S + (t - 1 if reverse else t + 1) * H, N, TH, H, True)
         if p == 0:
@@ -83,8 +91,11 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *W
 
 cdef void recur_backward(const floating *S, floating *G, bint full_dS, const StepB *WsT,
                          const int64_t *lengths, double *state_norms,
-                         int N, int T, int H, int act, bint reverse) noexcept nogil:
-    """Backpropagation through time (of recur_forward with the same reverse): the time loop.
+                         int N, int T, int H, int act, bint reverse, int p0,
+                         int p1) noexcept nogil:
+    """Backpropagation through time (of recur_forward with the same reverse): the time loop,
+    over processing positions p1-1 down to p0 (0, T: all of it; a time-blocked pass calls it
+    block by block).
 
     On entry G (N, T, H) holds dLoss/dS from the output layer: at every step if full_dS,
     else only at the last step (G[:, :T-1] is then scratch, never read). On exit G holds
@@ -101,7 +112,7 @@ cdef void recur_backward(const floating *S, floating *G, bint full_dS, const Ste
     # dA_t = (dS_t + dA_{t+1} @ W_s^T) * phi'(S_t), the last processed step first
     cdef int tn                         # the next step to process
     cdef bint far = far_apart(N * <Py_ssize_t> T * H, sizeof(floating))
-    for p in range(T - 1, -1, -1):
+    for p in range(p1 - 1, p0 - 1, -1):
         t = T - 1 - p if reverse else p
         if far and p > 0:               # the next step's blocks, while this one computes
             tn = t + 1 if reverse else t - 1
@@ -134,6 +145,21 @@ cdef void weight_grads(const floating *X, const floating *h0, const floating *S,
     prev_state_gemm(S, h0, G, H, D, dW_s, H, N, T, H, H, reverse, serial_blas)
 
 
+cdef void block_weight_grads(const floating *X, const floating *h0, const floating *S,
+                             const floating *G, floating *dW_x, floating *dW_s, floating *db,
+                             int N, int T, int I, int H, int t0, int t1, bint reverse,
+                             bint first) noexcept nogil:
+    """weight_grads' sums over steps t0 <= t < t1 only (added to the gradients unless first,
+    the pass's first block): the time-blocked pass, while this block of dA is in cache."""
+    cdef floating beta = 0 if first else 1
+    # dW_x (I, H) (+)= sum_n X[n, t0:t1]^T (I, steps) @ dA[n, t0:t1] (steps, H)
+    steps_tn(I, H, t1 - t0, N, T, X + t0 * I, I, G + t0 * H, H, beta, dW_x, H)
+    # db (H,) (+)= those rows' sum
+    steps_colsum(G + t0 * H, H, H, N, T, t1 - t0, first, db)
+    # dW_s (H, H) (+)= sum over those steps of S_prev(t)^T (H, N) @ dA_t (N, H)
+    steps_prev_state_gemm(S, h0, G, H, dW_s, H, N, T, H, H, t0, t1, reverse, beta)
+
+
 # ---------------------------------------------------------------------------------------------
 # Whole computations, on one bundle of pointers. The precision is picked by the type of the
 # states pointer S passed alongside (every other array has the same dtype).
@@ -154,6 +180,7 @@ ctypedef struct Net:
     void *WpT           # packed W_s^T (backward), or NULL
     StepB Wx, Ws, WsT   # the products' right operands (set up by each pass)
     const int64_t *lengths  # (N,) valid steps per sequence, or NULL (all T)
+    int time_block      # steps per block of a time-blocked pass, 0: not blocked
     double *state_norms # (N, T) ||dLoss/dS[n, t]||, or NULL
     bint packed         # pack W_s for the per-step products (several rows, 1 BLAS thread)
     bint serial_blas    # BLAS runs the weight-gradient GEMMs on one thread (weight_gemm)
@@ -194,7 +221,7 @@ cdef void forward_part(Net *n, floating *S, int parts, int c) noexcept nogil:
     recur_forward(<const floating *> n.X + r0 * T * n.In, <const floating *> n.h0 + r0 * H,
                   <const floating *> n.W_x, <const floating *> n.W_s, <const floating *> n.b,
                   S + r0 * T * H, n.lengths + r0 if n.lengths != NULL else NULL, &n.Wx,
-                  &n.Ws, r1 - r0, n.T, n.In, n.H, n.act, n.reverse)
+                  &n.Ws, r1 - r0, n.T, n.In, n.H, n.act, n.reverse, n.time_block)
 
 
 cdef void net_backward(Net *n, const floating *S, bint full_dS) noexcept nogil:
@@ -239,17 +266,37 @@ cdef void backward_part(Net *n, const floating *S, bint full_dS, int parts,
     if c > 0:                           # [dW_x | dW_s | db] of part c, summed in afterwards
         dW_x = <floating *> n.partials + (c - 1) * share_size(n)
         dW_s, db = dW_x + I * H, dW_x + I * H + H * H
-    recur_backward(S + r0 * T * H, G, full_dS, &n.WsT,
+    cdef const floating *X = <const floating *> n.X + r0 * T * I
+    cdef const floating *h0 = <const floating *> n.h0 + r0 * H
+    cdef floating *dX = <floating *> n.dX + r0 * T * I if n.dX != NULL else NULL
+    cdef int rows = r1 - r0, p0 = 0, p1 = n.T, t0, t1
+    if n.time_block == 0:               # the whole time loop, then merged GEMMs over N*T rows
+        elman_backward_steps(n, S, G, full_dS, r0, r1, 0, p1)
+        if dX != NULL:
+            # dX (rows*T, I) = dA (rows*T, H) @ W_x^T (H, I)
+            gemm(False, True, rows * n.T, n.In, n.H, 1, G, n.H, <const floating *> n.W_x,
+                 n.H, 0, dX, n.In)
+        weight_grads(X, h0, S + r0 * T * H, G, dW_x, dW_s, db, <floating *> n.D + r0 * H,
+                     rows, n.T, n.In, n.H, n.reverse, n.serial_blas)
+        return
+    while p1 > 0:                       # time-blocked: each block's gradients while in cache
+        block_steps(n.T, n.time_block, p1, n.reverse, &p0, &t0, &t1)
+        elman_backward_steps(n, S, G, full_dS, r0, r1, p0, p1)
+        if dX != NULL:
+            steps_input_grads(G, n.H, <const floating *> n.W_x, dX, n.In, rows, n.T, t0, t1)
+        block_weight_grads(X, h0, S + r0 * T * H, G, dW_x, dW_s, db, rows, n.T, n.In, n.H,
+                           t0, t1, n.reverse, p1 == n.T)
+        p1 = p0
+
+
+cdef inline void elman_backward_steps(Net *n, const floating *S, floating *G, bint full_dS,
+                                      Py_ssize_t r0, Py_ssize_t r1, int p0,
+                                      int p1) noexcept nogil:
+    """recur_backward over processing positions [p0, p1) of sequences [r0, r1) (G: theirs)."""
+    recur_backward(S + r0 * n.T * n.H, G, full_dS, &n.WsT,
                    n.lengths + r0 if n.lengths != NULL else NULL,
-                   n.state_norms + r0 * T if n.state_norms != NULL else NULL,
-                   r1 - r0, n.T, n.H, n.act, n.reverse)
-    if n.dX != NULL:
-        # dX (rows*T, I) = dA (rows*T, H) @ W_x^T (H, I)
-        gemm(False, True, (r1 - r0) * n.T, n.In, n.H, 1, G, n.H, <const floating *> n.W_x,
-             n.H, 0, <floating *> n.dX + r0 * T * I, n.In)
-    weight_grads(<const floating *> n.X + r0 * T * I, <const floating *> n.h0 + r0 * H,
-                 S + r0 * T * H, G, dW_x, dW_s, db, <floating *> n.D + r0 * H, r1 - r0, n.T,
-                 n.In, n.H, n.reverse, n.serial_blas)
+                   n.state_norms + r0 * n.T if n.state_norms != NULL else NULL,
+                   r1 - r0, n.T, n.H, n.act, n.reverse, p0, p1)
 
 
 cdef double net_loss_and_grad(Net *n, floating *S) noexcept nogil:
@@ -274,6 +321,7 @@ cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_
     n.serial_blas = serial_blas(n.threads)
     # split, or BLAS on one thread: every per-step product on the packed kernel
     n.packed = packed_products(n.N, 1, n.H, n.serial_blas)
+    n.time_block = time_block(n.N, n.T, 1, n.H, X.itemsize, n.threads, n.serial_blas)
     return n
 
 
@@ -338,7 +386,7 @@ cdef cnp.ndarray run_forward(Net *n, cnp.ndarray X, bint predicting):
     cdef cnp.ndarray S = np.empty((n.N, n.T, n.H), dtype=X.dtype)
     Wp = np.empty(packed_shapes(n, X)[0], X.dtype)
     use_packed(n, Wp, Wp)
-    Wxp = packed_input_weight(n, X) if predicting else None
+    Wxp = packed_input_weight(n, X) if predicting or n.time_block else None
     cdef void *Sp = data(S)
     with one_blas_thread(n.threads):
         if is_float32(X):
@@ -445,6 +493,7 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
                                          (N, H)) + packed_shapes(&n, X))
     n.G, n.head.Z, n.D = data(G), data(Z), data(D)
     use_packed(&n, Wp, WpT)
+    Wxp = packed_input_weight(&n, X) if n.time_block else None
     n.dW_x, n.dW_s, n.db = data(grads["W_x"]), data(grads["W_s"]), data(grads["b"])
     partials = use_partials(&n, dt)
     if input_grads:

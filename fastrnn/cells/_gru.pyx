@@ -34,12 +34,13 @@ from fastrnn._blas cimport gemm
 from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm, weight_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
 from fastrnn._kernels cimport colsum, far_apart, prefetch_step
-from fastrnn.cells._recurrence cimport (add_partials, first_ld, first_rows, part,
-                                        prev_state_gemm, row_norms)
+from fastrnn.cells._recurrence cimport (add_partials, block_steps, first_ld, first_rows, part,
+                                        prev_state_gemm, project_steps, row_norms, steps_colsum,
+                                        steps_input_grads, steps_prev_state_gemm, steps_tn)
 
 from fastrnn._head import release_workspace, workspace
 from fastrnn import _threads      # _threads.batch_threads: looked up per call (tests count it)
-from fastrnn._threads import one_blas_thread, packed_products, serial_blas
+from fastrnn._threads import one_blas_thread, packed_products, serial_blas, time_block
 
 cnp.import_array()
 
@@ -85,7 +86,7 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *W
                         const floating *W_s, const floating *b, const floating *b_s,
                         const floating *H_in, floating *Hs, floating *A, floating *Sn,
                         floating *R, const int64_t *lengths, const StepB *Wx, const StepB *Ws,
-                        int N, int T, int I, int H, bint reverse) noexcept nogil:
+                        int N, int T, int I, int H, bint reverse, int block) noexcept nogil:
     """Hs (N, T, H): the states; A (N, T, 3H): the activated gates [r, z, n]; Sn (N, T, H):
     s_n of every step. R (N, 3H) is scratch. Wx, Ws: W_x (I, 3H) and W_s (H, 3H) as the
     products take them (packed, or for BLAS).
@@ -95,7 +96,9 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *W
     reverse: run backwards in time, step t reading h_{t+1} (h0 before step T-1). lengths (N,)
     or NULL: a step t >= lengths[n] is padding, where the sequence keeps its state: forwards
     the last valid one (Hs[:, T-1] is final), backwards h0 (each sequence starts at its own
-    last valid step; Hs[:, 0] is final).
+    last valid step; Hs[:, 0] is final). block > 0: time-blocked, the input projection done
+    block steps at a time just before the loop reaches them (long sequences: A is then read
+    from cache, not from memory).
     """
     cdef int G3 = 3 * H, TH = T * H, NT = N * T
     cdef int lda = T * G3, ldp, p, t
@@ -103,10 +106,14 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *W
     cdef bint far = far_apart(NT * <Py_ssize_t> G3, sizeof(floating))
     cdef Py_ssize_t n, row
     cdef const floating *hp
-    # A (N*T, 3H) = X (N*T, I) @ W_x (I, 3H): the input projection of every step and gate
-    step_gemm(Wx, NT, X, I, 0, A, G3)
+    if block == 0:
+        # A (N*T, 3H) = X (N*T, I) @ W_x (I, 3H): the input projection of every step and gate
+        step_gemm(Wx, NT, X, I, 0, A, G3)
     for p in range(T):                  # p: position in processing order, t: the step
         t = T - 1 - p if reverse else p
+        if block and p % block == 0:
+            # A[:, block steps] = X[:, those steps] @ W_x, per sequence
+            project_steps(Wx, X, I, A, G3, N, T, p, block, reverse)
         if far and p + 1 < T:           # the next step's blocks, while this one computes
             tn = t - 1 if reverse else t + 1
             prefetch_step(A + tn * G3, N, lda, G3, True)
@@ -127,8 +134,11 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *W
 cdef void recur_backward(const floating *h0, const floating *Hs, floating *A, floating *Sn,
                          floating *dH, bint full_dH, floating *dh0, floating *P,
                          const StepB *WsT_rz, const StepB *WsT_n, const int64_t *lengths,
-                         double *state_norms, int N, int T, int H, bint reverse) noexcept nogil:
-    """Backpropagation through time (of recur_forward with the same reverse): the time loop.
+                         double *state_norms, int N, int T, int H, bint reverse, int p0,
+                         int p1) noexcept nogil:
+    """Backpropagation through time (of recur_forward with the same reverse): the time loop,
+    over processing positions p1-1 down to p0 (0, T: all of it; a time-blocked pass calls it
+    block by block, the carry P kept in between).
 
     On entry A (N, T, 3H) and Sn (N, T, H) hold the gates and s_n of recur_forward, dH
     (N, T, H) dLoss/dHs from the output layer: at every step if full_dH, else only at the
@@ -151,8 +161,9 @@ cdef void recur_backward(const floating *h0, const floating *Hs, floating *A, fl
     cdef bint dh0_in_loop = dh0_taken_in_loop(lengths, dh0, reverse)
     cdef int tn                         # the next step to process
     cdef bint far = far_apart(N * <Py_ssize_t> T * G3, sizeof(floating))
-    memset(P, 0, N * <Py_ssize_t> H * sizeof(floating))
-    for p in range(T - 1, -1, -1):
+    if p1 == T:
+        memset(P, 0, N * <Py_ssize_t> H * sizeof(floating))
+    for p in range(p1 - 1, p0 - 1, -1):
         t = T - 1 - p if reverse else p
         if far and p > 0:               # the next step's blocks, while this one computes
             tn = t + 1 if reverse else t - 1
@@ -217,6 +228,26 @@ cdef void weight_grads(const floating *X, const floating *h0, const floating *Hs
     prev_state_gemm(Hs, h0, Sn, H, D, dW_s + H2, G3, N, T, H, H, reverse, serial_blas)
 
 
+cdef void block_weight_grads(const floating *X, const floating *h0, const floating *Hs,
+                             const floating *A, const floating *Sn, floating *dW_x,
+                             floating *dW_s, floating *db, floating *db_s, int N, int T, int I,
+                             int H, int t0, int t1, bint reverse, bint first) noexcept nogil:
+    """weight_grads' sums over steps t0 <= t < t1 only (added to the gradients unless first,
+    the pass's first block): the time-blocked pass, while this block of dza, dzs_n is in
+    cache. db_s's r and z blocks are db's, copied once the last block is in."""
+    cdef int G3 = 3 * H, H2 = 2 * H
+    cdef floating beta = 0 if first else 1
+    # dW_x (I, 3H) (+)= sum_n X[n, t0:t1]^T (I, steps) @ dza[n, t0:t1] (steps, 3H)
+    steps_tn(I, G3, t1 - t0, N, T, X + t0 * I, I, A + t0 * G3, G3, beta, dW_x, G3)
+    # db (3H,) (+)= those rows' sum of dza, db_s[n] of dzs_n
+    steps_colsum(A + t0 * G3, G3, G3, N, T, t1 - t0, first, db)
+    steps_colsum(Sn + t0 * H, H, H, N, T, t1 - t0, first, db_s + H2)
+    # dW_s[:, r|z] (H, 2H) (+)= sum over those steps of h_{t-1}^T (H, N) @ dza_t[:, r|z]
+    steps_prev_state_gemm(Hs, h0, A, G3, dW_s, G3, N, T, H, H2, t0, t1, reverse, beta)
+    # dW_s[:, n] (H, H) (+)= sum over those steps of h_{t-1}^T (H, N) @ dzs_n_t (N, H)
+    steps_prev_state_gemm(Hs, h0, Sn, H, dW_s + H2, G3, N, T, H, H, t0, t1, reverse, beta)
+
+
 # ---------------------------------------------------------------------------------------------
 # Whole computations, on one bundle of pointers. The precision is picked by the type of the
 # states pointer passed alongside (every other array has the same dtype).
@@ -240,6 +271,7 @@ ctypedef struct Net:
     void *WpT_n         # packed W_s[:, n]^T (backward), or NULL
     StepB Wx, Ws, WsT_rz, WsT_n     # the products' right operands
     const int64_t *lengths  # (N,) valid steps per sequence, or NULL (all T)
+    int time_block      # steps per block of a time-blocked pass, 0: not blocked
     double *state_norms # (N, T) ||dLoss/dh[n, t]||, or NULL
     bint packed         # pack W_s for the per-step products (several rows, 1 BLAS thread)
     bint serial_blas    # BLAS runs the weight-gradient GEMMs on one thread (weight_gemm)
@@ -285,7 +317,7 @@ cdef void forward_part(Net *n, const floating *H_in, floating *Hs, int parts,
                   <const floating *> n.b_s, H_in + r0 * T * H, Hs + r0 * T * H,
                   <floating *> n.A + r0 * T * 3 * H, <floating *> n.Sn + r0 * T * H,
                   <floating *> n.R + r0 * 3 * H, n.lengths + r0 if n.lengths != NULL else NULL,
-                  &n.Wx, &n.Ws, r1 - r0, n.T, n.In, n.H, n.reverse)
+                  &n.Wx, &n.Ws, r1 - r0, n.T, n.In, n.H, n.reverse, n.time_block)
 
 
 cdef void net_backward(Net *n, const floating *Hs, bint full_dH) noexcept nogil:
@@ -343,20 +375,43 @@ cdef void backward_part(Net *n, const floating *Hs, bint full_dH, int parts,
     if c > 0:                   # [dW_x | dW_s | db | db_s] of part c, summed in afterwards
         dW_x = <floating *> n.partials + (c - 1) * share_size(n)
         dW_s, db, db_s = dW_x + I * G3, dW_x + (I + H) * G3, dW_x + (I + H + 1) * G3
-    recur_backward(<const floating *> n.h0 + r0 * H, Hs + r0 * T * H, A, Sn,
+    cdef const floating *X = <const floating *> n.X + r0 * T * I
+    cdef const floating *h0 = <const floating *> n.h0 + r0 * H
+    cdef floating *dX = <floating *> n.dX + r0 * T * I if n.dX != NULL else NULL
+    cdef int rows = r1 - r0, p0 = 0, p1 = n.T, t0, t1
+    if n.time_block == 0:               # the whole time loop, then merged GEMMs over N*T rows
+        gru_backward_steps(n, Hs, full_dH, r0, r1, 0, p1)
+        if dX != NULL:
+            # dX (rows*T, I) = dza (rows*T, 3H) @ W_x^T (3H, I)
+            gemm(False, True, rows * n.T, n.In, G3, 1, A, G3, <const floating *> n.W_x, G3,
+                 0, dX, n.In)
+        weight_grads(X, h0, Hs + r0 * T * H, A, Sn, dW_x, dW_s, db, db_s,
+                     <floating *> n.D + r0 * G3, rows, n.T, n.In, n.H, n.reverse,
+                     n.serial_blas)
+        return
+    while p1 > 0:                       # time-blocked: each block's gradients while in cache
+        block_steps(n.T, n.time_block, p1, n.reverse, &p0, &t0, &t1)
+        gru_backward_steps(n, Hs, full_dH, r0, r1, p0, p1)
+        if dX != NULL:
+            steps_input_grads(A, G3, <const floating *> n.W_x, dX, n.In, rows, n.T, t0, t1)
+        block_weight_grads(X, h0, Hs + r0 * T * H, A, Sn, dW_x, dW_s, db, db_s, rows, n.T,
+                           n.In, n.H, t0, t1, n.reverse, p1 == n.T)
+        p1 = p0
+    memcpy(db_s, db, 2 * H * sizeof(floating))      # the r and z blocks of db_s are db's
+
+
+cdef inline void gru_backward_steps(Net *n, const floating *Hs, bint full_dH, Py_ssize_t r0,
+                                    Py_ssize_t r1, int p0, int p1) noexcept nogil:
+    """recur_backward over processing positions [p0, p1) of sequences [r0, r1)."""
+    cdef Py_ssize_t T = n.T, H = n.H
+    recur_backward(<const floating *> n.h0 + r0 * H, Hs + r0 * T * H,
+                   <floating *> n.A + r0 * T * 3 * H, <floating *> n.Sn + r0 * T * H,
                    <floating *> n.dH + r0 * T * H, full_dH,
                    <floating *> n.dh0 + r0 * H if n.dh0 != NULL else NULL,
                    <floating *> n.R + r0 * H, &n.WsT_rz, &n.WsT_n,
                    n.lengths + r0 if n.lengths != NULL else NULL,
                    n.state_norms + r0 * T if n.state_norms != NULL else NULL,
-                   r1 - r0, n.T, n.H, n.reverse)
-    if n.dX != NULL:
-        # dX (rows*T, I) = dza (rows*T, 3H) @ W_x^T (3H, I)
-        gemm(False, True, (r1 - r0) * n.T, n.In, G3, 1, A, G3, <const floating *> n.W_x, G3,
-             0, <floating *> n.dX + r0 * T * I, n.In)
-    weight_grads(<const floating *> n.X + r0 * T * I, <const floating *> n.h0 + r0 * H,
-                 Hs + r0 * T * H, A, Sn, dW_x, dW_s, db, db_s, <floating *> n.D + r0 * G3,
-                 r1 - r0, n.T, n.In, n.H, n.reverse, n.serial_blas)
+                   r1 - r0, n.T, n.H, n.reverse, p0, p1)
 
 
 cdef double net_loss_and_grad(Net *n, floating *Hs) noexcept nogil:
@@ -381,6 +436,7 @@ cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_
     n.serial_blas = serial_blas(n.threads)
     # split, or BLAS on one thread: every per-step product on the packed kernel
     n.packed = packed_products(n.N, 3, n.H, n.serial_blas)
+    n.time_block = time_block(n.N, n.T, 3, n.H, X.itemsize, n.threads, n.serial_blas)
     return n
 
 
@@ -456,7 +512,7 @@ cdef tuple run_forward(Net *n, cnp.ndarray X, bint predicting):
     Wp = np.empty(packed_shapes(n, X)[0], dt)
     n.A, n.Sn, n.R = data(A), data(Sn), data(R)
     use_packed(n, Wp, Wp, Wp)
-    Wxp = packed_input_weight(n, X) if predicting else None
+    Wxp = packed_input_weight(n, X) if predicting or n.time_block else None
     cdef void *Hp = data(Hs)
     with one_blas_thread(n.threads):
         if is_float32(X):
@@ -552,6 +608,7 @@ def backward(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray W_x, cnp.ndarray W_s, cn
     Wp, WpT_rz, WpT_n = (np.empty(shape, dt) for shape in packed_shapes(&n, X))
     n.A, n.Sn, n.R, n.dH, n.D = data(A), data(Sn), data(R), data(dH), data(D)
     use_packed(&n, Wp, WpT_rz, WpT_n)
+    Wxp = packed_input_weight(&n, X) if n.time_block else None
     n.dX, n.dh0, n.dW_x = data(grads["X"]), data(grads["h0"]), data(grads["W_x"])
     n.dW_s, n.db, n.db_s = data(grads["W_s"]), data(grads["b"]), data(grads["b_s"])
     partials = use_partials(&n, dt)
@@ -600,6 +657,7 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray W_x,
     n.A, n.Sn, n.dH, n.head.Z = data(A), data(Sn), data(dH), data(Zh)
     n.D, n.R = data(D), data(R)
     use_packed(&n, Wp, WpT_rz, WpT_n)
+    Wxp = packed_input_weight(&n, X) if n.time_block else None
     n.dW_x, n.dW_s = data(grads["W_x"]), data(grads["W_s"])
     n.db, n.db_s = data(grads["b"]), data(grads["b_s"])
     partials = use_partials(&n, dt)

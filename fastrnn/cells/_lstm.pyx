@@ -32,12 +32,13 @@ from fastrnn._blas cimport gemm
 from fastrnn._gemm cimport StepB, packed_elements, step_b, step_gemm, weight_gemm
 from fastrnn._head cimport Head, data, head_loss_and_grad, head_predict, head_setup, is_float32
 from fastrnn._kernels cimport colsum, far_apart, prefetch_step
-from fastrnn.cells._recurrence cimport (add_partials, first_ld, first_rows, part,
-                                        prev_state_gemm, row_norms)
+from fastrnn.cells._recurrence cimport (add_partials, block_steps, first_ld, first_rows, part,
+                                        prev_state_gemm, project_steps, row_norms, steps_colsum,
+                                        steps_input_grads, steps_prev_state_gemm, steps_tn)
 
 from fastrnn._head import release_workspace, workspace
 from fastrnn import _threads      # _threads.batch_threads: looked up per call (tests count it)
-from fastrnn._threads import one_blas_thread, packed_products, serial_blas
+from fastrnn._threads import one_blas_thread, packed_products, serial_blas, time_block
 
 cnp.import_array()
 
@@ -89,7 +90,7 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *c
                         const floating *W_x, const floating *W_s, const floating *b,
                         floating *Hs, floating *Cs, floating *Z, const int64_t *lengths,
                         const StepB *Wx, const StepB *Ws, bint project, int N, int T,
-                        int I, int H, bint forget_gate, bint reverse) noexcept nogil:
+                        int I, int H, bint forget_gate, bint reverse, int block) noexcept nogil:
     """Hs, Cs (N, T, H): the states; Z (N, T, 4H): the activated gates of every step.
     Wx, Ws: W_x (I, 4H) and W_s (H, 4H) as the products take them (packed, or for BLAS).
 
@@ -99,6 +100,8 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *c
     t >= lengths[n] is padding, where the sequence keeps its states (h and c): forwards the
     last valid ones (so Hs[:, T-1], Cs[:, T-1] are its final states), backwards h0 and c0
     (each sequence starts at its own last valid step; Hs[:, 0], Cs[:, 0] are final).
+    block > 0: time-blocked, the input projection done block steps at a time just before
+    the loop reaches them (long sequences: Z is then read from cache, not from memory).
     """
     cdef int G4 = 4 * H, TH = T * H, NT = N * T
     cdef int ldz = T * G4, ldp, p, t
@@ -107,11 +110,14 @@ cdef void recur_forward(const floating *X, const floating *h0, const floating *c
     cdef const floating *cp
     cdef int tn                         # the next step to process
     cdef bint far = far_apart(NT * <Py_ssize_t> G4, sizeof(floating))
-    if project:
+    if project and block == 0:
         # Z (N*T, 4H) = X (N*T, I) @ W_x (I, 4H): the input projection of every step and gate
         step_gemm(Wx, NT, X, I, 0, Z, G4)
     for p in range(T):                  # p: position in processing order, t: the step
         t = T - 1 - p if reverse else p
+        if project and block and p % block == 0:
+            # Z[:, block steps] = X[:, those steps] @ W_x, per sequence
+            project_steps(Wx, X, I, Z, G4, N, T, p, block, reverse)
         if far and p + 1 < T:           # the next step's blocks, while this one computes
             tn = t - 1 if reverse else t + 1
             prefetch_step(Z + tn * G4, N, ldz, G4, True)
@@ -139,8 +145,11 @@ cdef void recur_backward(const floating *h0, const floating *c0, const floating 
                          const floating *Cs, floating *Z, floating *dH, bint full_dH,
                          const floating *dC, floating *dc0, floating *dc, const StepB *WsT,
                          const int64_t *lengths, double *state_norms, double *cell_norms,
-                         int N, int T, int H, bint forget_gate, bint reverse) noexcept nogil:
-    """Backpropagation through time (of recur_forward with the same reverse): the time loop.
+                         int N, int T, int H, bint forget_gate, bint reverse, int p0,
+                         int p1) noexcept nogil:
+    """Backpropagation through time (of recur_forward with the same reverse): the time loop,
+    over processing positions p1-1 down to p0 (0, T: all of it; a time-blocked pass calls it
+    block by block, the carry dc kept in between).
 
     On entry Z (N, T, 4H) holds the activated gates of recur_forward, dH (N, T, H)
     dLoss/dHs from the output layer: at every step if full_dH, else only at the last step
@@ -163,8 +172,9 @@ cdef void recur_backward(const floating *h0, const floating *c0, const floating 
     cdef bint dc0_in_loop = dc0_taken_in_loop(lengths, dc0, reverse)
     cdef int tn                         # the next step to process
     cdef bint far = far_apart(N * <Py_ssize_t> T * G4, sizeof(floating))
-    memset(dc, 0, N * <Py_ssize_t> H * sizeof(floating))
-    for p in range(T - 1, -1, -1):
+    if p1 == T:
+        memset(dc, 0, N * <Py_ssize_t> H * sizeof(floating))
+    for p in range(p1 - 1, p0 - 1, -1):
         t = T - 1 - p if reverse else p
         if far and p > 0:               # the next step's blocks, while this one computes
             tn = t + 1 if reverse else t - 1
@@ -225,6 +235,22 @@ cdef void weight_grads(const floating *X, const floating *h0, const floating *Hs
     prev_state_gemm(Hs, h0, Z, G4, D, dW_s, G4, N, T, H, G4, reverse, serial_blas)
 
 
+cdef void block_weight_grads(const floating *X, const floating *h0, const floating *Hs,
+                             const floating *Z, floating *dW_x, floating *dW_s, floating *db,
+                             int N, int T, int I, int H, int t0, int t1, bint reverse,
+                             bint first) noexcept nogil:
+    """weight_grads' sums over steps t0 <= t < t1 only (added to the gradients unless first,
+    the pass's first block): the time-blocked pass, while this block of dZ is in cache."""
+    cdef int G4 = 4 * H
+    cdef floating beta = 0 if first else 1
+    # dW_x (I, 4H) (+)= sum_n X[n, t0:t1]^T (I, steps) @ dZ[n, t0:t1] (steps, 4H)
+    steps_tn(I, G4, t1 - t0, N, T, X + t0 * I, I, Z + t0 * G4, G4, beta, dW_x, G4)
+    # db (4H,) (+)= those rows' sum
+    steps_colsum(Z + t0 * G4, G4, G4, N, T, t1 - t0, first, db)
+    # dW_s (H, 4H) (+)= sum over those steps of h_{t-1}^T (H, N) @ dZ_t (N, 4H)
+    steps_prev_state_gemm(Hs, h0, Z, G4, dW_s, G4, N, T, H, G4, t0, t1, reverse, beta)
+
+
 # ---------------------------------------------------------------------------------------------
 # Whole computations, on one bundle of pointers. The precision is picked by the type of the
 # states pointer passed alongside (every other array has the same dtype).
@@ -248,6 +274,7 @@ ctypedef struct Net:
     void *WpT           # packed W_s^T (backward), or NULL
     StepB Wx, Ws, WsT   # the products' right operands (set up by each pass)
     const int64_t *lengths  # (N,) valid steps per sequence, or NULL (all T)
+    int time_block      # steps per block of a time-blocked pass, 0: not blocked
     double *state_norms # (N, T) ||dLoss/dh[n, t]||, or NULL
     double *cell_norms  # (N, T) ||dLoss/dc[n, t]||, or NULL
     bint packed         # pack W_s for the per-step products (several rows, 1 BLAS thread)
@@ -294,7 +321,7 @@ cdef void forward_part(Net *n, floating *Hs, bint project, int parts, int c) noe
                   <const floating *> n.W_s, <const floating *> n.b, Hs + r0 * T * H,
                   <floating *> n.Cs + r0 * T * H, <floating *> n.Z + r0 * T * 4 * H,
                   n.lengths + r0 if n.lengths != NULL else NULL, &n.Wx, &n.Ws, project,
-                  r1 - r0, n.T, n.In, n.H, n.forget_gate, n.reverse)
+                  r1 - r0, n.T, n.In, n.H, n.forget_gate, n.reverse, n.time_block)
 
 
 cdef void net_backward(Net *n, const floating *Hs, bint full_dH) noexcept nogil:
@@ -342,23 +369,43 @@ cdef void backward_part(Net *n, const floating *Hs, bint full_dH, int parts,
     if c > 0:                           # [dW_x | dW_s | db] of part c, summed in afterwards
         dW_x = <floating *> n.partials + (c - 1) * share_size(n)
         dW_s, db = dW_x + I * G4, dW_x + (I + H) * G4
+    cdef const floating *X = <const floating *> n.X + r0 * T * I
+    cdef const floating *h0 = <const floating *> n.h0 + r0 * H
+    cdef floating *dX = <floating *> n.dX + r0 * T * I if n.dX != NULL else NULL
+    cdef int rows = r1 - r0, p0 = 0, p1 = n.T, t0, t1
+    if n.time_block == 0:               # the whole time loop, then merged GEMMs over N*T rows
+        lstm_backward_steps(n, Hs, full_dH, r0, r1, 0, p1)
+        if dX != NULL:
+            # dX (rows*T, I) = dZ (rows*T, 4H) @ W_x^T (4H, I)
+            gemm(False, True, rows * n.T, n.In, G4, 1, Z, G4, <const floating *> n.W_x, G4,
+                 0, dX, n.In)
+        weight_grads(X, h0, Hs + r0 * T * H, Z, dW_x, dW_s, db, <floating *> n.D + r0 * G4,
+                     rows, n.T, n.In, n.H, n.reverse, n.serial_blas)
+        return
+    while p1 > 0:                       # time-blocked: each block's gradients while in cache
+        block_steps(n.T, n.time_block, p1, n.reverse, &p0, &t0, &t1)
+        lstm_backward_steps(n, Hs, full_dH, r0, r1, p0, p1)
+        if dX != NULL:
+            steps_input_grads(Z, G4, <const floating *> n.W_x, dX, n.In, rows, n.T, t0, t1)
+        block_weight_grads(X, h0, Hs + r0 * T * H, Z, dW_x, dW_s, db, rows, n.T, n.In, n.H,
+                           t0, t1, n.reverse, p1 == n.T)
+        p1 = p0
+
+
+cdef inline void lstm_backward_steps(Net *n, const floating *Hs, bint full_dH, Py_ssize_t r0,
+                                     Py_ssize_t r1, int p0, int p1) noexcept nogil:
+    """recur_backward over processing positions [p0, p1) of sequences [r0, r1)."""
+    cdef Py_ssize_t T = n.T, H = n.H
     recur_backward(<const floating *> n.h0 + r0 * H, <const floating *> n.c0 + r0 * H,
-                   Hs + r0 * T * H, <const floating *> n.Cs + r0 * T * H, Z,
-                   <floating *> n.dH + r0 * T * H, full_dH,
+                   Hs + r0 * T * H, <const floating *> n.Cs + r0 * T * H,
+                   <floating *> n.Z + r0 * T * 4 * H, <floating *> n.dH + r0 * T * H, full_dH,
                    <const floating *> n.dC + r0 * T * H if n.dC != NULL else NULL,
                    <floating *> n.dc0 + r0 * H if n.dc0 != NULL else NULL,
                    <floating *> n.dc + r0 * H, &n.WsT,
                    n.lengths + r0 if n.lengths != NULL else NULL,
                    n.state_norms + r0 * T if n.state_norms != NULL else NULL,
                    n.cell_norms + r0 * T if n.cell_norms != NULL else NULL,
-                   r1 - r0, n.T, n.H, n.forget_gate, n.reverse)
-    if n.dX != NULL:
-        # dX (rows*T, I) = dZ (rows*T, 4H) @ W_x^T (4H, I)
-        gemm(False, True, (r1 - r0) * n.T, n.In, G4, 1, Z, G4, <const floating *> n.W_x, G4,
-             0, <floating *> n.dX + r0 * T * I, n.In)
-    weight_grads(<const floating *> n.X + r0 * T * I, <const floating *> n.h0 + r0 * H,
-                 Hs + r0 * T * H, Z, dW_x, dW_s, db, <floating *> n.D + r0 * G4, r1 - r0, n.T,
-                 n.In, n.H, n.reverse, n.serial_blas)
+                   r1 - r0, n.T, n.H, n.forget_gate, n.reverse, p0, p1)
 
 
 cdef double net_loss_and_grad(Net *n, floating *Hs) noexcept nogil:
@@ -384,6 +431,7 @@ cdef Net make_net(cnp.ndarray X, cnp.ndarray h0, cnp.ndarray c0, cnp.ndarray W_x
     n.serial_blas = serial_blas(n.threads)
     # split, or BLAS on one thread: every per-step product on the packed kernel
     n.packed = packed_products(n.N, 4, n.H, n.serial_blas)
+    n.time_block = time_block(n.N, n.T, 4, n.H, X.itemsize, n.threads, n.serial_blas)
     return n
 
 
@@ -452,7 +500,7 @@ cdef tuple run_forward(Net *n, cnp.ndarray X, bint predicting):
     Wp = np.empty(packed_shapes(n, X)[0], dt)
     n.Cs, n.Z = data(Cs), data(Z)
     use_packed(n, Wp, Wp)
-    Wxp = packed_input_weight(n, X) if predicting else None
+    Wxp = packed_input_weight(n, X) if predicting or n.time_block else None
     cdef void *Hp = data(Hs)
     with one_blas_thread(n.threads):
         if is_float32(X):
@@ -630,6 +678,7 @@ def loss_and_grad(cnp.ndarray X, cnp.ndarray Y, cnp.ndarray h0, cnp.ndarray c0,
     n.Cs, n.Z, n.dH, n.head.Z = data(Cs), data(Z), data(dH), data(Zh)
     n.D, n.dc = data(D), data(dc)
     use_packed(&n, Wp, WpT)
+    Wxp = packed_input_weight(&n, X) if n.time_block else None
     n.dW_x, n.dW_s, n.db = data(grads["W_x"]), data(grads["W_s"]), data(grads["b"])
     partials = use_partials(&n, dt)
     if input_grads:
