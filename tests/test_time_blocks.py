@@ -150,7 +150,7 @@ def test_blocked_functional_forward_and_backward(blocks, cell):
 
 def test_time_block_policy():
     """Blocks only for long, large calls on single-threaded products; the block shrinks as
-    a thread's rows of a step grow."""
+    a thread's rows of a step grow, and rows too wide for 32 steps are not blocked."""
     big = dict(gates=4, H=64, itemsize=4)
     assert _threads.time_block(32, 10_000, threads=1, serial=True, **big) == 32
     assert _threads.time_block(32, 10_000, threads=2, serial=True, **big) == 64
@@ -158,4 +158,6 @@ def test_time_block_policy():
     assert _threads.time_block(32, 100, threads=1, serial=True, **big) == 0        # 3 MiB
     assert _threads.time_block(4096, 20, threads=1, serial=True, **big) == 0       # few steps
     assert _threads.time_block(1, 400_000, 1, 16, 4, 1, True) == 128
-    assert _threads.time_block(256, 10_000, 4, 1024, 4, 1, True) == 16
+    assert _threads.time_block(64, 100, 4, 256, 4, 1, True) == 0     # LSTM med: rows too wide
+    assert _threads.time_block(64, 10_000, 4, 256, 4, 1, True) == 0
+    assert _threads.time_block(64, 10_000, 4, 256, 4, 8, True) == 32    # a thread's 8 rows
