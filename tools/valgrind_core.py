@@ -24,7 +24,8 @@ setting: the activation and the forget gate change only the element-wise kernels
 not which code runs around them), which keeps the run under valgrind to a few minutes.
 Then 2-layer bidirectional stacks of every cell (stack_predict, stack_loss_and_grad:
 the reverse direction's loops, with and without lengths, dropout masks, sample weights).
-Then single layers and stacks of every cell with their batch split across 2 and 3 threads.
+Then single layers and stacks of every cell with their batch split across 2 and 3 threads,
+and on the time-blocked passes of long sequences (forced on with 2-step blocks).
 Then loss_and_grad of every cell from two threads at once (the per-thread workspace is
 shared by every cell: each call replaces another cell's), and the element-wise helpers.
 
@@ -455,6 +456,29 @@ def main():
                         count += 1
     finally:
         _threads.SPLIT_WORK = saved
+    # The time-blocked passes of long sequences (fastrnn/_threads.py time_block), forced on
+    # with blocks of 2 steps (T = 9: blocks of 2, 2, 2, 2 and 1; the stacks' T = 4: 2 and 2):
+    # single layers with every switch, one thread and split, and stacks (the upper layers'
+    # input gradients per block).
+    saved = (_threads.TIME_BLOCK_ABOVE_BYTES, _threads.TIME_BLOCK_STEPS, _threads.SPLIT_WORK)
+    _threads.TIME_BLOCK_ABOVE_BYTES, _threads.TIME_BLOCK_STEPS = 0, (2, 2)
+    _threads.SPLIT_WORK = 0
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            for k, (cell, options) in enumerate((("elman", ("tanh",)), ("lstm", (True,)),
+                                                 ("gru", ()))):
+                for j, (dtype, output, target) in enumerate(itertools.product(
+                        DTYPES, ("linear", "softmax"), ("sequence", "last"))):
+                    with fastrnn.threads(1 + (j + k) % 2):
+                        run(cell, options, 1 + 2 * (j % 3), 9, 2, 5, 3, dtype, output,
+                            target, j % 2 == 0)
+                        if j < 2:
+                            run_stack_case(cell, options, 3, dtype, target, j == 0,
+                                           seed=count, weighted=False, masks=False)
+                            count += 1
+    finally:
+        (_threads.TIME_BLOCK_ABOVE_BYTES, _threads.TIME_BLOCK_STEPS,
+         _threads.SPLIT_WORK) = saved
     threads_check()
     count += 1
     # The element-wise helpers the tests also reach directly.
