@@ -8,7 +8,9 @@ non-empty shapes, sizes < 2**31 (fastrnn/_validate.py checks all that at the pub
 boundary). The work happens in cdef functions with the GIL released; Python only allocates
 the output arrays beforehand and hands raw data pointers down (no memoryview set-up: at N=1
 it would cost more than the arithmetic). The output layer and the losses are the shared
-compiled head (fastrnn/_head.pyx).
+compiled head (fastrnn/_head.pyx). Long sequences run time-blocked (fastrnn/_threads.py
+time_block): the input projection and the weight gradients a block of steps at a time, next
+to the time loop, while it is in cache.
 
 Notation (row vectors, batch-first): X (N, T, I), h0 (N, H), S (N, T, H), W_x (I, H),
 W_s (H, H), b (H,), W_y (H, O), b_y (O,). Step t of a batch-first array A (N, T, K) is the

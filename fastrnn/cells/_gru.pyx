@@ -12,7 +12,9 @@ update, which keeps the activated gates and s_n = h_{t-1} W_s[:, n] + b_s[n] for
 pass (as oneDNN's workspace does). Backward per step: one fused kernel for the gate gradients
 and two GEMMs with W_s^T; the recurrent side's gradient differs from the input side's only in
 the n block (dza_n * r, stored over s_n), so every weight gradient is still a single merged
-GEMM over all N*T rows. No allocation, no Python and no GIL inside the time loops.
+GEMM over all N*T rows. No allocation, no Python and no GIL inside the time loops. Long
+sequences run time-blocked (fastrnn/_threads.py time_block): the input projection and the
+weight gradients a block of steps at a time, next to the time loop, while it is in cache.
 
 Every function trusts its inputs (fastrnn/_validate.py checked them): C-contiguous arrays of
 one float dtype, consistent non-empty shapes, sizes < 2**31.

@@ -11,7 +11,9 @@ gate block, then one fused C kernel (csrc/fr_gates.c) that applies every gate no
 updates c and h, and leaves the activated gates in place for the backward pass. Backward per
 step: one GEMM dZ_{t+1} @ W_s^T and one fused kernel turning dh_t (and the carried dc) into
 the gate gradients dZ_t in place; the weight gradients are then single GEMMs over all N*T
-rows. No allocation, no Python and no GIL inside the time loops.
+rows. No allocation, no Python and no GIL inside the time loops. Long sequences run
+time-blocked (fastrnn/_threads.py time_block): the input projection and the weight gradients
+a block of steps at a time, next to the time loop, while it is in cache.
 
 Every function trusts its inputs (fastrnn/_validate.py checked them): C-contiguous arrays of
 one float dtype, consistent non-empty shapes, sizes < 2**31.
