@@ -56,11 +56,13 @@ cdef inline void prev_state_gemm(const floating *S, const floating *h0, floating
 
 
 # ---------------------------------------------------------------------------------------------
-# The time-blocked backward pass (long sequences; fastrnn._threads.time_block): the weight
-# gradients are summed a block of steps at a time, right after the time loop has computed that
-# block's gate gradients, while they are still in cache, instead of in one merged GEMM over
-# all N*T rows that reads them back from memory. Step t of sequence n of a batch-first array
-# A (N, T, K) is row n*T + t of the flat (N*T, K) matrix.
+# The time-blocked passes (long sequences; fastrnn._threads.time_block): the forward pass
+# projects the inputs a block of steps at a time just before its time loop reaches them, and
+# the backward pass sums the weight gradients a block at a time, right after its time loop
+# has computed that block's gate gradients, while they are still in cache, instead of in one
+# merged GEMM over all N*T rows that reads them back from memory. Step t of sequence n of a
+# batch-first array A (N, T, K) is row n*T + t of the flat (N*T, K) matrix, and a sequence's
+# block of steps is contiguous: one GEMM per sequence.
 
 cdef inline void steps_tn(int R, int M, int steps, int N, int T, const floating *A, int lda,
                           const floating *B, int ldb, floating beta, floating *C,
